@@ -1,0 +1,38 @@
+# Two commands do all the set-up: `make repro` and `make test` (both go through `make setup`).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# This machine keeps the CPU build of torch on local disk; elsewhere pip takes it from the index.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: setup repro test test-fast bench system-deps clean-venv
+
+setup: $(STAMP)
+
+# Idempotent: reinstalls only when pyproject.toml or constraints.txt change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[remote,dev]"
+	touch $@
+
+repro: setup
+	$(BIN)/dvc repro
+
+# System packages the test suite's real servers and browser need (sshd, Swift+S3, memcached, chromium, node).
+system-deps:
+	bash .ci/system-deps.sh
+
+test: setup system-deps
+	$(BIN)/python -m pytest -q tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+bench: setup
+	$(BIN)/python bench/speed.py
+
+clean-venv:
+	rm -rf $(VENV)
