@@ -1,0 +1,1 @@
+"""mlmpipe: masked language model pretraining as a DVC pipeline."""

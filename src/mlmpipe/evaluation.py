@@ -1,0 +1,90 @@
+"""Held-out evaluation with fixed masks: the same positions in every run, independent of training.
+
+The loss is summed over masked tokens and divided once; perplexity = exp(loss).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .masking import IGNORE, Masker, generator, pad_batch
+from .model import encoder_hidden, mlm_logits
+
+FREQ_BUCKETS = ((0, 100, "rank 1-100"), (100, 1000, "rank 101-1000"), (1000, 10**12, "rank >1000"))
+
+
+@dataclass(frozen=True)
+class FixedMasks:
+    """Masked inputs and labels for each evaluation example (one entry per example and pass)."""
+    inputs: list
+    labels: list
+
+
+def fixed_masks(examples, masker: Masker, prob: float, seed: int, passes: int = 1) -> FixedMasks:
+    """Draw masks once per (pass, example) from ``seed``: independent of batch size and of training."""
+    inputs, labels = [], []
+    for p in range(passes):
+        for i, ex in enumerate(examples):
+            ids = torch.as_tensor(np.asarray(ex, dtype=np.int64)).unsqueeze(0)
+            x, y = masker(ids, prob, generator(seed, p, i))
+            inputs.append(x[0].numpy())
+            labels.append(y[0].numpy())
+    return FixedMasks(inputs, labels)
+
+
+@torch.no_grad()
+def masked_lm_eval(model, masks: FixedMasks, batch_size: int, pad_id: int, device=None, autocast=None,
+                   token_rank: np.ndarray | None = None) -> dict:
+    """Sum of the loss over masked tokens, top-1/top-5 hits, and optionally accuracy by frequency bucket."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss_sum, n, top1, top5 = 0.0, 0, 0, 0
+    buckets = {name: [0, 0, 0] for _, _, name in FREQ_BUCKETS}
+    for start in range(0, len(masks.inputs), batch_size):
+        x, attn = pad_batch(masks.inputs[start:start + batch_size], pad_id)
+        y, _ = pad_batch(masks.labels[start:start + batch_size], IGNORE)
+        full = bool(attn.all())
+        x, y, attn = x.to(device), y.to(device), attn.to(device)
+        with autocast() if autocast else contextlib.nullcontext():
+            hidden = encoder_hidden(model, x, None if full else attn)
+            sel = y != IGNORE
+            logits = mlm_logits(model, hidden[sel]).float()
+        target = y[sel]
+        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+        best = logits.topk(5, dim=-1).indices
+        hit1 = best[:, 0] == target
+        hit5 = (best == target[:, None]).any(-1)
+        n += len(target)
+        top1 += int(hit1.sum())
+        top5 += int(hit5.sum())
+        if token_rank is not None:
+            ranks = torch.as_tensor(token_rank)[target.cpu()]
+            for lo, hi, name in FREQ_BUCKETS:
+                inb = (ranks >= lo) & (ranks < hi)
+                buckets[name][0] += int(inb.sum())
+                buckets[name][1] += int((hit1.cpu() & inb).sum())
+                buckets[name][2] += int((hit5.cpu() & inb).sum())
+    model.train(was_training)
+    loss = loss_sum / max(n, 1)
+    out = {"loss": loss, "perplexity": math.exp(min(loss, 700)), "top1_accuracy": top1 / max(n, 1),
+           "top5_accuracy": top5 / max(n, 1), "masked_tokens": n}
+    if token_rank is not None:
+        out["by_frequency"] = [{"bucket": name, "tokens": c, "top1": h1 / max(c, 1), "top5": h5 / max(c, 1)}
+                               for name, (c, h1, h5) in buckets.items()]
+    return out
+
+
+def token_ranks(train_examples, vocab_size: int) -> np.ndarray:
+    """Frequency rank (0 = most frequent) of every vocabulary id in the training split."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for ex in (train_examples if isinstance(train_examples, list) else [train_examples.reshape(-1)]):
+        counts += np.bincount(np.asarray(ex).reshape(-1), minlength=vocab_size)[:vocab_size]
+    ranks = np.empty(vocab_size, dtype=np.int64)
+    ranks[np.argsort(-counts, kind="stable")] = np.arange(vocab_size)
+    return ranks

@@ -1,0 +1,89 @@
+"""Tokenize the corpus splits and shape them into training examples.
+
+``group`` concatenates documents (each wrapped in the family's special tokens) and cuts the stream
+into fixed ``block_size`` blocks, batch by batch with NumPy (linear time, bounded memory);
+``line_by_line`` keeps one document per example, truncated to ``block_size`` and padded at batch time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from .params import MlmpipeError
+
+log = logging.getLogger(__name__)
+
+
+class GroupingError(MlmpipeError):
+    pass
+
+
+def _encode(texts: list[str], tokenizer, max_length: int | None) -> list[list[int]]:
+    backend = tokenizer.backend_tokenizer
+    if max_length is not None:
+        backend = backend.__class__.from_str(backend.to_str())
+        backend.enable_truncation(max_length)
+    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=True)]
+
+
+def group_batch(batch: dict, tokenizer, block_size: int) -> dict:
+    """``datasets.map`` function: texts -> fixed blocks of ``block_size`` ids (the remainder is dropped)."""
+    ids = _encode(batch["text"], tokenizer, None)
+    flat = np.fromiter((t for seq in ids for t in seq), dtype=np.int32, count=sum(map(len, ids)))
+    n = len(flat) // block_size * block_size
+    return {"input_ids": flat[:n].reshape(-1, block_size)}
+
+
+def line_batch(batch: dict, tokenizer, block_size: int) -> dict:
+    """``datasets.map`` function: one truncated example per document."""
+    return {"input_ids": [np.asarray(x, dtype=np.int32) for x in _encode(batch["text"], tokenizer, block_size)]}
+
+
+def tokenize_split(parquet: Path, tokenizer, mode: str, block_size: int, num_proc: int, batch_size: int,
+                   scratch: Path) -> datasets.Dataset:
+    """Tokenize one corpus split (a Parquet file with a ``text`` column) into a Dataset of ``input_ids``."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    ds = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(scratch / "cache"))
+    fn, feature = ((group_batch, datasets.Sequence(datasets.Value("int32"), length=block_size))
+                   if mode == "group" else (line_batch, datasets.Sequence(datasets.Value("int32"))))
+    num_proc = max(1, min(num_proc, len(ds) // max(batch_size, 1) or 1))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if num_proc > 1 else "true")
+    return ds.map(fn, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
+                  remove_columns=ds.column_names, fn_kwargs={"tokenizer": tokenizer, "block_size": block_size},
+                  features=datasets.Features({"input_ids": feature}),
+                  cache_file_name=str(scratch / f"{parquet.stem}.arrow"), desc=f"tokenize {parquet.stem}")
+
+
+def split_stats(ds: datasets.Dataset, block_size: int) -> dict:
+    """Examples, real tokens, and the padding fraction if every example were padded to ``block_size``."""
+    tokens = 0
+    for batch in ds.data.column("input_ids").chunks:
+        tokens += len(batch.values)
+    examples = len(ds)
+    pad = 1 - tokens / (examples * block_size) if examples else 0.0
+    return {"examples": examples, "tokens": tokens, "padding_fraction": round(pad, 6)}
+
+
+def save_split(ds: datasets.Dataset, dest: Path) -> None:
+    ds.save_to_disk(str(dest))
+
+
+def clear_scratch(scratch: Path) -> None:
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def load_blocks(path: str | os.PathLike) -> list[np.ndarray] | np.ndarray:
+    """Load a tokenized split: an ``(N, block_size)`` int32 array for ``group`` mode, or a list of
+    1-D arrays for ``line_by_line``."""
+    ds = datasets.load_from_disk(str(path))
+    col = ds.data.column("input_ids").combine_chunks()
+    if hasattr(col.type, "list_size"):
+        return col.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False).reshape(-1, col.type.list_size)
+    values = col.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    offsets = col.offsets.to_numpy()
+    return [values[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]

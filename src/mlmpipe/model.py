@@ -1,0 +1,148 @@
+"""Build the initial masked language model: from a config (scratch) or from a checkpoint (pretrained).
+
+Also the masked-LM head applied to chosen positions only (``mlm_logits``), so training and
+evaluation can skip the vocabulary projection where no loss is computed, while the saved model
+stays a standard ``*ForMaskedLM`` checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from transformers import (AutoConfig, AutoModelForMaskedLM, BertConfig, DistilBertConfig, ModernBertConfig,
+                          PreTrainedModel, RobertaConfig)
+
+from .params import MlmpipeError
+
+log = logging.getLogger(__name__)
+
+# (layers, hidden, heads, intermediate); "base" = the published base shapes of each family.
+PRESETS = {
+    "tiny": {"default": (2, 128, 2, 512), "modernbert": (2, 128, 2, 256)},
+    "small": {"default": (4, 512, 8, 2048), "modernbert": (6, 512, 8, 768)},
+    "base": {"default": (12, 768, 12, 3072), "distilbert": (6, 768, 12, 3072), "modernbert": (22, 768, 12, 1152)},
+}
+# Learned absolute positions: RoBERTa offsets them by padding_idx + 1, so it needs block_size + 2.
+POSITION_OFFSET = {"roberta": 2, "bert": 0, "distilbert": 0, "modernbert": 0}
+
+
+class ModelError(MlmpipeError):
+    pass
+
+
+def dims(m) -> tuple[int, int, int, int]:
+    """(layers, hidden, heads, intermediate) from the ``model`` section, a preset winning over explicit dims."""
+    if m.preset is None:
+        return m.layers, m.hidden, m.heads, m.intermediate
+    table = PRESETS[m.preset]
+    return table.get(m.family, table["default"])
+
+
+def make_config(m, tok, block_size: int):
+    """A transformers config for family ``m.family``, sized by ``m`` and with the tokenizer's vocabulary."""
+    layers, hidden, heads, inter = dims(m)
+    if hidden % heads:
+        raise ModelError(f"model.hidden = {hidden} is not divisible by model.heads = {heads}")
+    need = block_size + POSITION_OFFSET[m.family]
+    positions = m.max_position_embeddings or need
+    if positions < need:
+        raise ModelError(f"model.max_position_embeddings = {positions} is too small for tokenize_group.block_size"
+                         f" = {block_size}: {m.family} needs at least {need}")
+    ids = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+    if m.family == "roberta":
+        return RobertaConfig(**ids, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+                             hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                             intermediate_size=inter, hidden_dropout_prob=m.dropout,
+                             attention_probs_dropout_prob=m.dropout, max_position_embeddings=positions,
+                             type_vocab_size=1)
+    if m.family == "bert":
+        return BertConfig(**ids, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                          intermediate_size=inter, hidden_dropout_prob=m.dropout,
+                          attention_probs_dropout_prob=m.dropout, max_position_embeddings=positions)
+    if m.family == "distilbert":
+        return DistilBertConfig(**ids, dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=inter,
+                                dropout=m.dropout, attention_dropout=m.dropout, max_position_embeddings=positions)
+    return ModernBertConfig(**ids, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+                            cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
+                            hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                            intermediate_size=inter, attention_dropout=m.dropout, mlp_dropout=m.dropout,
+                            embedding_dropout=m.dropout, max_position_embeddings=max(positions, 512))
+
+
+def build_scratch(m, tok, block_size: int, seed: int) -> PreTrainedModel:
+    config = make_config(m, tok, block_size)
+    torch.manual_seed(seed)
+    model = AutoModelForMaskedLM.from_config(config)
+    log.warning("init: SCRATCH - random weights for a %s model (%s)", m.family, type(model).__name__)
+    return model
+
+
+def load_pretrained(path: str, family: str, tok, block_size: int, resize_embeddings: bool,
+                    trust_remote_code: bool) -> PreTrainedModel:
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"build_model.checkpoint = {path!r}: cannot load a model config: "
+                         f"{str(e).strip().splitlines()[0]}") from None
+    if config.model_type != family:
+        raise ModelError(f"build_model.checkpoint = {path!r} is a {config.model_type} model but model.family = "
+                         f"{family!r}: set model.family: {config.model_type}")
+    model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code, use_safetensors=True)
+    have = model.get_input_embeddings().num_embeddings
+    if have != len(tok):
+        if not resize_embeddings:
+            raise ModelError(f"build_model.checkpoint = {path!r} has a vocabulary of {have} but the tokenizer has "
+                             f"{len(tok)}: reuse the checkpoint's tokenizer (train_tokenizer.from: {path}) or set "
+                             f"build_model.resize_embeddings: true")
+        model.resize_token_embeddings(len(tok))
+        log.warning("resized the embeddings from %d to %d tokens", have, len(tok))
+    positions = getattr(config, "max_position_embeddings", None)
+    need = block_size + POSITION_OFFSET[family]
+    if positions is not None and family != "modernbert" and positions < need:
+        raise ModelError(f"tokenize_group.block_size = {block_size} does not fit the checkpoint's position "
+                         f"embeddings ({positions}; {family} needs block_size + {POSITION_OFFSET[family]}): "
+                         f"set tokenize_group.block_size <= {positions - POSITION_OFFSET[family]}")
+    log.warning("init: PRETRAINED - starting from the weights of %s (%s)", path, type(model).__name__)
+    return model
+
+
+def param_counts(model: PreTrainedModel) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    emb = sum(p.numel() for p in model.base_model.embeddings.parameters())
+    return {"params_total": total, "params_embedding": emb, "params_non_embedding": total - emb}
+
+
+def describe(model: PreTrainedModel) -> dict:
+    c = model.config
+    get = lambda *names: next((getattr(c, n) for n in names if hasattr(c, n)), None)  # noqa: E731
+    return {"family": c.model_type, "architecture": type(model).__name__, "vocab_size": get("vocab_size"),
+            "layers": get("num_hidden_layers", "n_layers"), "hidden": get("hidden_size", "dim"),
+            "heads": get("num_attention_heads", "n_heads"), "intermediate": get("intermediate_size", "hidden_dim"),
+            "max_position_embeddings": get("max_position_embeddings"), **param_counts(model)}
+
+
+def encoder_hidden(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Last hidden states of the encoder (no MLM head)."""
+    return model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+
+
+def mlm_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's own MLM head applied to ``hidden`` (any leading shape, e.g. only masked positions)."""
+    kind = model.config.model_type
+    if kind == "roberta":
+        return model.lm_head(hidden)
+    if kind == "bert":
+        return model.cls(hidden)
+    if kind == "distilbert":
+        return model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(hidden))))
+    if kind == "modernbert":
+        return model.decoder(model.head(hidden))
+    raise ModelError(f"no masked-LM head known for model type {kind!r}")
+
+
+def input_names(model: PreTrainedModel) -> list[str]:
+    """What the tokenizer should return for this model (DistilBERT/ModernBERT take no token_type_ids)."""
+    import inspect
+
+    accepted = inspect.signature(model.forward).parameters
+    return [n for n in ("input_ids", "token_type_ids", "attention_mask") if n in accepted]

@@ -1,0 +1,337 @@
+"""The pretraining loop, on accelerate: the same code on CPU, one GPU, or many under ``accelerate launch``.
+
+Everything random is a pure function of (seed, step): the epoch permutation, the masks, dropout.
+So a run resumed from a checkpoint continues exactly as an uninterrupted one, and the global batch
+(``batch_size`` sequences per optimizer step) is the same whatever the number of processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+
+from .evaluation import fixed_masks, masked_lm_eval
+from .masking import IGNORE, Masker, generator, pad_batch
+from .model import encoder_hidden, mlm_logits
+from .params import MlmpipeError
+
+log = logging.getLogger(__name__)
+# Params that change only logging or bookkeeping, not the trained weights.
+NON_MATH = ("launcher", "log_every", "eval_every", "eval_blocks", "checkpoint_every", "keep_checkpoints",
+            "num_threads", "compile")
+
+
+class TrainingError(MlmpipeError):
+    pass
+
+
+class Interrupted(MlmpipeError):
+    pass
+
+
+class SparseMLM(torch.nn.Module):
+    """Wraps a ``*ForMaskedLM``: the MLM head runs only on masked positions (``sparse``) or everywhere."""
+
+    def __init__(self, model, sparse: bool = True):
+        super().__init__()
+        self.model, self.sparse = model, sparse
+
+    def forward(self, input_ids, attention_mask, labels):
+        hidden = encoder_hidden(self.model, input_ids, attention_mask)
+        sel = labels != IGNORE
+        if self.sparse:
+            logits, target = mlm_logits(self.model, hidden[sel]), labels[sel]
+        else:
+            logits, target = mlm_logits(self.model, hidden).flatten(0, 1), labels.flatten()
+        return F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
+
+
+@dataclass
+class History:
+    train: list = field(default_factory=list)  # rows: step, loss, lr, tokens_per_s
+    val: list = field(default_factory=list)    # rows: step, val_loss, val_top1
+
+
+def fingerprint(p, init_dir: str, data: np.ndarray | list) -> str:
+    """What a checkpoint must match to be resumed: math-relevant params, initial weights, training data."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in asdict(p).items() if k not in NON_MATH}, sort_keys=True,
+                                  default=str).encode())
+    for f in sorted(Path(init_dir).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                h.update(chunk)
+    for arr in (data if isinstance(data, list) else [data]):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def schedule(p, total: int):
+    def factor(step: int) -> float:
+        if step < p.warmup_steps:
+            return (step + 1) / p.warmup_steps
+        if p.schedule == "constant":
+            return 1.0
+        frac = min(1.0, (step - p.warmup_steps) / max(1, total - p.warmup_steps))
+        return 1 - frac if p.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * frac))
+    return factor
+
+
+def make_optimizer(model, p, device_type: str) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    groups = [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device_type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=p.lr, betas=(p.beta1, p.beta2), fused=fused)
+
+
+def resolve_precision(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16"  # CPU autocast in bf16 (AMX/AVX-512 BF16 where present)
+
+
+class Checkpoints:
+    """``step-NNNNNNN`` directories written atomically; the newest matching one is resumed."""
+
+    def __init__(self, root: str, fp: str, keep: int):
+        self.root, self.fp, self.keep = Path(root), fp, keep
+
+    def save(self, step: int, model, optimizer) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / f"step-{step:07d}"
+        tmp = self.root / f".step-{step:07d}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(_untie(state), tmp / "model.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        with open(tmp / "state.json", "w", encoding="utf-8") as fh:
+            json.dump({"step": step, "fingerprint": self.fp}, fh)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in self.complete()[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def complete(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(d for d in self.root.iterdir() if re.fullmatch(r"step-\d{7}", d.name)
+                      and (d / "state.json").exists())
+
+    def latest(self) -> tuple[int, Path] | None:
+        for d in reversed(self.complete()):
+            try:
+                with open(d / "state.json", encoding="utf-8") as fh:
+                    state = json.load(fh)
+            except (OSError, ValueError):
+                log.warning("ignoring checkpoint %s: unreadable state.json", d)
+                continue
+            if state.get("fingerprint") != self.fp:
+                log.warning("ignoring checkpoint %s: it was written with other training params or data", d)
+                continue
+            return state["step"], d
+        return None
+
+    @staticmethod
+    def load(d: Path, model, optimizer) -> None:
+        try:
+            state = load_file(d / "model.safetensors")
+            model.load_state_dict(state, strict=False)
+            optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu"))
+        except Exception as e:  # safetensors and torch raise many kinds on truncated files
+            raise TrainingError(f"checkpoint {d} is corrupt or truncated ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}); delete it and rerun") from None
+
+
+def _untie(state: dict) -> dict:
+    """safetensors refuses shared storage: clone tied tensors."""
+    seen, out = set(), {}
+    for k, v in state.items():
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
+
+
+def global_batches(n: int, batch: int, seed: int, step: int) -> np.ndarray:
+    """Example indices of optimizer step ``step``: a seeded permutation per epoch, last partial batch dropped."""
+    per_epoch = n // batch
+    epoch, pos = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm[pos * batch:(pos + 1) * batch]
+
+
+def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int, checkpoint_dir: str,
+          fingerprint_: str, show_progress: bool = True) -> tuple[object, History, dict]:
+    """Train ``model`` in place; returns the unwrapped model, the curves and summary metrics."""
+    precision = resolve_precision(p.mixed_precision)
+    accelerator = Accelerator(mixed_precision=precision)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if accelerator.device.type == "cpu":
+        torch.set_num_threads(p.num_threads or max(1, (os.cpu_count() or 1) // world))
+    n = len(train_data)
+    if p.batch_size % (world * p.grad_accum):
+        raise TrainingError(f"pretrain.batch_size = {p.batch_size} must be divisible by processes ({world}) x "
+                            f"pretrain.grad_accum ({p.grad_accum})")
+    if n < p.batch_size:
+        raise TrainingError(f"pretrain.batch_size = {p.batch_size} is larger than the training split "
+                            f"({n} examples): lower it or use a larger corpus")
+    steps_per_epoch = n // p.batch_size
+    total = p.max_steps if p.max_steps is not None else max(1, int(p.epochs * steps_per_epoch))
+    micro = p.batch_size // (world * p.grad_accum)
+    grouped = isinstance(train_data, np.ndarray)
+
+    wrapper = SparseMLM(model, sparse=p.sparse_head)
+    optimizer = make_optimizer(model, p, accelerator.device.type)
+    ckpt = Checkpoints(checkpoint_dir, fingerprint_, p.keep_checkpoints)
+    start = 0
+    found = ckpt.latest()
+    if found:
+        start, d = found
+        Checkpoints.load(d, model, optimizer)
+        log.info("resuming from %s (step %d of %d)", d, start, total)
+    wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
+    if p.compile:
+        wrapper = torch.compile(wrapper)
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(p, total), last_epoch=-1)
+    for _ in range(start):
+        sched.step()
+
+    val_masks = fixed_masks(val_data[:p.eval_blocks], masker, p.mlm_probability, seed=seed + 1)
+    hist = History()
+    stop = _StopFlag()
+    handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    main = accelerator.is_main_process
+    bar = None
+    if show_progress and main:
+        from tqdm.auto import tqdm
+        import sys
+        bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30)
+    tokens_seen, train_time, window_loss, window_tokens, peak_rss = 0, 0.0, 0.0, 0, 0
+    model.train()
+    try:
+        for step in range(start, total):
+            t0 = time.perf_counter()
+            idx = global_batches(n, p.batch_size, seed, step)
+            g = generator(seed, step)
+            if grouped:
+                ids, attn = torch.from_numpy(train_data[idx].astype(np.int64)), None
+            else:
+                ids, attn = pad_batch([train_data[i] for i in idx], pad_id)
+            inputs, labels = masker(ids, p.mlm_probability, g)  # the whole global batch, on every rank
+            count = int((labels != IGNORE).sum())
+            torch.manual_seed(seed * 1_000_003 + step)  # dropout
+            step_loss = 0.0
+            for k in range(p.grad_accum):
+                lo = (rank * p.grad_accum + k) * micro
+                sl = slice(lo, lo + micro)
+                x, y = inputs[sl].to(accelerator.device), labels[sl].to(accelerator.device)
+                a = None if attn is None else attn[sl].to(accelerator.device)
+                sync = accelerator.no_sync(wrapper) if k < p.grad_accum - 1 else contextlib.nullcontext()
+                with sync:
+                    loss_sum = wrapper(x, a, y)
+                    accelerator.backward(loss_sum * (world / count))  # exact mean over the global batch
+                step_loss += loss_sum.item()
+            if p.clip_norm:
+                accelerator.clip_grad_norm_(wrapper.parameters(), p.clip_norm)
+            optimizer.step()
+            sched.step()
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            real = int(ids.numel() if attn is None else attn.sum())
+            tokens_seen += real
+            train_time += dt
+            window_loss += step_loss
+            window_tokens += count / world
+            done = step + 1
+            if done % p.log_every == 0 or done == total:
+                loss = window_loss / max(window_tokens, 1)
+                tps = tokens_seen / max(train_time, 1e-9)
+                hist.train.append({"step": done, "loss": round(loss, 5), "lr": sched.get_last_lr()[0],
+                                   "tokens_per_s": round(tps, 1)})
+                if main:
+                    log.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f", done, total, loss,
+                             sched.get_last_lr()[0], tps)
+                window_loss, window_tokens = 0.0, 0
+                peak_rss = max(peak_rss, _rss_mb())
+            if done % p.eval_every == 0 or done == total:
+                with accelerator.autocast():
+                    v = masked_lm_eval(accelerator.unwrap_model(wrapper).model, val_masks, 64, pad_id)
+                hist.val.append({"step": done, "val_loss": round(v["loss"], 5),
+                                 "val_top1": round(v["top1_accuracy"], 5)})
+            if bar:
+                bar.update(1)
+                bar.set_postfix(refresh=False, loss=f"{step_loss / max(count / world, 1):.3f}",
+                                tok_s=f"{tokens_seen / max(train_time, 1e-9):.0f}")
+            if done % p.checkpoint_every == 0 and done < total and main:
+                ckpt.save(done, accelerator.unwrap_model(wrapper).model, optimizer)
+            if stop.signal is not None and done < total:
+                if main:
+                    d = ckpt.save(done, accelerator.unwrap_model(wrapper).model, optimizer)
+                    log.warning("interrupted at step %d; checkpoint written to %s", done, d)
+                accelerator.wait_for_everyone()
+                raise Interrupted(f"pretrain interrupted by signal {stop['signal']} at step {done}/{total}; "
+                                  f"checkpoint saved in {checkpoint_dir}; rerun `dvc repro` to resume")
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        if bar:
+            bar.close()
+    accelerator.wait_for_everyone()
+    summary = {"steps": total, "resumed_from_step": start, "processes": world, "device": accelerator.device.type,
+               "mixed_precision": precision, "train_tokens_seen": tokens_seen * world,
+               "train_time_s": round(train_time, 2),
+               "tokens_per_s": round(tokens_seen * world / max(train_time, 1e-9), 1),
+               "step_time_ms": round(1000 * train_time / max(total - start, 1), 2),
+               "peak_rss_mb": round(max(peak_rss, _rss_mb()), 1),
+               "final_train_loss": hist.train[-1]["loss"] if hist.train else None,
+               "final_val_loss": hist.val[-1]["val_loss"] if hist.val else None}
+    if accelerator.device.type == "cuda":
+        summary["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return accelerator.unwrap_model(wrapper).model, hist, summary
+
+
+class _StopFlag:
+    """Signal handler: the first SIGINT/SIGTERM asks for a clean stop after the step; a second one aborts."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __call__(self, sig, _frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = sig
+        log.warning("signal %d: finishing the current step, then writing a checkpoint", sig)
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def clear_checkpoints(root: str) -> None:
+    """After a finished run the checkpoints are spent; the (persisted) directory stays, empty."""
+    shutil.rmtree(root, ignore_errors=True)
+    Path(root).mkdir(parents=True, exist_ok=True)
+

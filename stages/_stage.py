@@ -1,0 +1,45 @@
+"""What every stage shares: read params.yaml once, validate sections, turn errors into one line."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+from typing import Callable
+
+from mlmpipe.params import SECTIONS, MlmpipeError, ParamError, load_yaml, section
+
+PARAMS_FILE = os.environ.get("MLMPIPE_PARAMS", "params.yaml")
+
+
+def params(*names: str):
+    """The validated sections ``names`` of params.yaml, in order (a single value for one name)."""
+    try:
+        with open(PARAMS_FILE, encoding="utf-8") as fh:
+            data = load_yaml(fh.read(), PARAMS_FILE)
+    except FileNotFoundError:
+        raise ParamError(f"{PARAMS_FILE}: no such file (run from the project root)") from None
+    allowed = {"seed", *SECTIONS}
+    for key in data:
+        if key not in allowed:
+            raise ParamError(f"{PARAMS_FILE}: unknown section {key!r}; allowed: {', '.join(sorted(allowed))}")
+    values = [section(data, n) for n in names]
+    return values[0] if len(values) == 1 else values
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's ``main``: one clear line and a non-zero exit for anything the user can fix."""
+    logging.basicConfig(level=os.environ.get("MLMPIPE_LOG", "INFO"), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        main()
+    except MlmpipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            print(f"error: {e.filename or 'output'}: {e.strerror}; nothing was written", file=sys.stderr)
+            sys.exit(1)
+        raise

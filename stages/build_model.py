@@ -1,0 +1,27 @@
+"""Stage build_model: a random-init model from a config, or a checkpoint -> paths.model_init."""
+from pathlib import Path
+
+from _stage import params, run
+
+from mlmpipe import model as M
+from mlmpipe import tokenizer
+from mlmpipe.outputs import atomic_dir, write_json
+
+
+def main() -> None:
+    seed, paths, tg, m, p = params("seed", "paths", "tokenize_group", "model", "build_model")
+    tok = tokenizer.load(paths.tokenizer)
+    tokenizer.check_family(tokenizer.kind_of(tok), m.family)
+    if p.init == "scratch":
+        model = M.build_scratch(m, tok, tg.block_size, seed)
+    else:
+        model = M.load_pretrained(p.checkpoint, m.family, tok, tg.block_size, p.resize_embeddings,
+                                  p.trust_remote_code)
+    with atomic_dir(paths.model_init) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+    info = {"init": p.init, "checkpoint": p.checkpoint, "preset": m.preset, **M.describe(model)}
+    write_json(Path(paths.metrics) / "model.json", info)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,47 @@
+"""Stage pretrain: masked-LM training with accelerate -> paths.model (+ metrics/train.json and curves)."""
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from _stage import params, run
+from transformers import AutoModelForMaskedLM
+
+from mlmpipe import grouping, tokenizer, training
+from mlmpipe.masking import Masker
+from mlmpipe.model import input_names
+from mlmpipe.outputs import atomic_dir, write_json, write_text
+
+
+def csv_text(rows: list[dict]) -> str:
+    keys = list(rows[0]) if rows else ["step"]
+    return "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n"
+
+
+def main() -> None:
+    seed, paths, p = params("seed", "paths", "pretrain")
+    tok = tokenizer.load(paths.tokenizer)
+    train_data = grouping.load_blocks(Path(paths.tokenized) / "train")
+    val_data = grouping.load_blocks(Path(paths.tokenized) / "validation")
+    with open(Path(paths.tokenized) / "meta.json", encoding="utf-8") as fh:
+        block_size = json.load(fh)["block_size"]
+    model = AutoModelForMaskedLM.from_pretrained(paths.model_init, use_safetensors=True)
+    fp = training.fingerprint(p, paths.model_init, train_data)
+    masker = Masker.from_tokenizer(tok, whole_word=p.whole_word)
+    model, hist, summary = training.train(model, train_data, val_data, masker, p, seed, tok.pad_token_id,
+                                          paths.checkpoints, fp)
+    import accelerate
+    if accelerate.PartialState().is_main_process:
+        tok.model_max_length = block_size
+        tok.model_input_names = input_names(model)
+        with atomic_dir(paths.model) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            write_json(tmp / "training_params.json", {"seed": seed, "block_size": block_size, **asdict(p)})
+        write_text(Path(paths.metrics) / "curve_train.csv", csv_text(hist.train))
+        write_text(Path(paths.metrics) / "curve_val.csv", csv_text(hist.val))
+        write_json(Path(paths.metrics) / "train.json", summary)
+        training.clear_checkpoints(paths.checkpoints)
+
+
+if __name__ == "__main__":
+    run(main)

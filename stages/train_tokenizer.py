@@ -1,0 +1,25 @@
+"""Stage train_tokenizer: train a tokenizer on the training split only (or reuse one) -> paths.tokenizer."""
+from pathlib import Path
+
+from _stage import params, run
+
+from mlmpipe import corpus, tokenizer
+from mlmpipe.outputs import atomic_dir, write_json
+
+
+def main() -> None:
+    paths, p = params("paths", "train_tokenizer")
+    if p.from_dir:
+        tok = tokenizer.load(p.from_dir)
+    else:
+        tok = tokenizer.train(corpus.read_split(paths.corpus, "train"), p.kind, p.vocab_size, p.min_frequency,
+                              p.lowercase, p.model_max_length)
+    with atomic_dir(paths.tokenizer) as tmp:
+        tok.save_pretrained(tmp)
+    validation = list(corpus.read_split(paths.corpus, "validation"))
+    stats = tokenizer.stats(tok, p.vocab_size, validation)
+    write_json(Path(paths.metrics) / "tokenizer.json", {"source": p.from_dir or "trained", **stats})
+
+
+if __name__ == "__main__":
+    run(main)
