@@ -3,7 +3,7 @@
 # Idempotent: apt runs only when something is missing. Needs root (CI and dev machines here are root).
 set -euo pipefail
 # Remotes: sshd for the SSH remote, OpenStack Swift + its S3 layer + memcached for the S3 remote.
-remote_pkgs=(openssh-server)
+remote_pkgs=(openssh-server openssh-client swift swift-proxy swift-account swift-container swift-object memcached)
 # Plots: headless Chromium to check that `dvc plots show` renders offline.
 browser_pkgs=(chromium)
 pkgs=(git "${remote_pkgs[@]}" "${browser_pkgs[@]}")
