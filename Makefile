@@ -10,6 +10,10 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: setup repro test test-fast bench system-deps clean-venv
 
+# Offline `dvc plots show`: pinned vega/vega-lite/vega-embed inlined into plots/offline_template.html.
+PLOTS_PY := $(PY)
+include plots/plots.mk
+
 setup: $(STAMP)
 
 # Idempotent: reinstalls only when pyproject.toml or constraints.txt change.
@@ -18,14 +22,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[remote,dev]"
 	touch $@
 
-repro: setup
+# The stages call `python`: the project's venv comes first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+repro: setup plots-setup
 	$(BIN)/dvc repro
 
-# System packages the test suite's real servers and browser need (sshd, Swift+S3, memcached, chromium, node).
+# Debian packages the test suite's real servers and browser need (sshd, Swift+S3, memcached, chromium).
 system-deps:
 	bash .ci/system-deps.sh
 
-test: setup system-deps
+test: setup system-deps plots-setup
 	$(BIN)/python -m pytest -q tests
 
 test-fast: setup
