@@ -3,13 +3,14 @@ from pathlib import Path
 
 from _stage import params, run
 
-from mlmpipe import model as M
-from mlmpipe import tokenizer
 from mlmpipe.outputs import atomic_dir, write_json
 
 
 def main() -> None:
     seed, paths, tg, m, p = params("seed", "paths", "tokenize_group", "model", "build_model")
+    from mlmpipe import model as M  # torch and transformers load only after the params are valid
+    from mlmpipe import tokenizer
+
     tok = tokenizer.load(paths.tokenizer)
     tokenizer.check_family(tokenizer.kind_of(tok), m.family)
     if p.init == "scratch":

@@ -2,15 +2,17 @@
 from pathlib import Path
 
 from _stage import params, run
-from transformers import AutoModelForMaskedLM
 
-from mlmpipe import evaluation, grouping, tokenizer
-from mlmpipe.masking import Masker
 from mlmpipe.outputs import write_json, write_text
 
 
 def main() -> None:
     paths, p = params("paths", "evaluate")
+    from transformers import AutoModelForMaskedLM  # heavy imports only after the params are valid
+
+    from mlmpipe import evaluation, grouping, tokenizer
+    from mlmpipe.masking import Masker
+
     tok = tokenizer.load(paths.model)
     val = grouping.load_blocks(Path(paths.tokenized) / "validation")[:p.max_blocks]
     ranks = evaluation.token_ranks(grouping.load_blocks(Path(paths.tokenized) / "train"), len(tok))

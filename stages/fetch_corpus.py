@@ -17,7 +17,7 @@ def main() -> None:
         val = None
         if p.validation_source:
             val = corpus.clean(corpus.iter_source(p.validation_source, p, scratch), p.min_chars, p.dedupe, None)
-        stats = corpus.write_corpus(docs, tmp, seed, p.validation_fraction, val)
+        stats = corpus.write_corpus(docs, tmp, seed, p.validation_fraction, val, p.source, p.min_chars)
         for f in scratch.iterdir():
             f.unlink()
         scratch.rmdir()

@@ -4,11 +4,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from _stage import params, run
-from transformers import AutoModelForMaskedLM
 
-from mlmpipe import grouping, tokenizer, training
-from mlmpipe.masking import Masker
-from mlmpipe.model import input_names
 from mlmpipe.outputs import atomic_dir, write_json, write_text
 
 
@@ -19,6 +15,12 @@ def csv_text(rows: list[dict]) -> str:
 
 def main() -> None:
     seed, paths, p = params("seed", "paths", "pretrain")
+    from transformers import AutoModelForMaskedLM  # heavy imports only after the params are valid
+
+    from mlmpipe import grouping, tokenizer, training
+    from mlmpipe.masking import Masker
+    from mlmpipe.model import input_names
+
     tok = tokenizer.load(paths.tokenizer)
     train_data = grouping.load_blocks(Path(paths.tokenized) / "train")
     val_data = grouping.load_blocks(Path(paths.tokenized) / "validation")

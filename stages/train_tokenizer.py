@@ -3,12 +3,14 @@ from pathlib import Path
 
 from _stage import params, run
 
-from mlmpipe import corpus, tokenizer
+from mlmpipe import corpus
 from mlmpipe.outputs import atomic_dir, write_json
 
 
 def main() -> None:
     paths, p = params("paths", "train_tokenizer")
+    from mlmpipe import tokenizer  # transformers loads only after the params are valid
+
     if p.from_dir:
         tok = tokenizer.load(p.from_dir)
     else:

@@ -168,6 +168,10 @@ def download(url: str, dest: Path, timeout_s: float, max_bytes: int, sha256: Opt
                                       f"= {max_bytes / 2**20:g} MB")
                 digest.update(chunk)
                 out.write(chunk)
+            expected = resp.headers.get("Content-Length", "")
+            if expected.isdigit() and size != int(expected):  # read() returns b"" when the connection drops
+                raise CorpusError(f"fetch_corpus.source = {url!r}: download truncated: got {size} of "
+                                  f"{expected} bytes; the download was deleted")
     except CorpusError:
         dest.unlink(missing_ok=True)
         raise
@@ -285,8 +289,11 @@ class _SplitWriter:
 
 
 def write_corpus(train_docs: Iterable[str], out_dir: Path, seed: int, validation_fraction: float,
-                 validation_docs: Optional[Iterable[str]] = None) -> dict:
-    """Split (unless ``validation_docs`` is given) and write both splits; return flat stats per split."""
+                 validation_docs: Optional[Iterable[str]] = None, source: Optional[str] = None,
+                 min_chars: Optional[int] = None) -> dict:
+    """Split (unless ``validation_docs`` is given) and write both splits; return flat stats per split.
+
+    ``source`` and ``min_chars`` only make the error messages name what the user set."""
     writers = {s: _SplitWriter(out_dir / f"{s}.parquet") for s in SPLITS}
     for doc in train_docs:
         to_val = validation_docs is None and is_validation(doc, seed, validation_fraction)
@@ -294,12 +301,14 @@ def write_corpus(train_docs: Iterable[str], out_dir: Path, seed: int, validation
     for doc in validation_docs or ():
         writers["validation"].add(doc)
     stats = {s: w.close() for s, w in writers.items()}
+    where = f"fetch_corpus.source = {source!r}: " if source is not None else ""
     if stats["train"]["documents"] == 0:
-        raise CorpusError("the corpus is empty after cleaning: no training documents of at least "
-                          "fetch_corpus.min_chars characters")
+        chars = f" = {min_chars}" if min_chars is not None else ""
+        raise CorpusError(f"{where}the corpus is empty after cleaning: no training documents of at least "
+                          f"fetch_corpus.min_chars{chars} characters")
     if stats["validation"]["documents"] == 0:
-        raise CorpusError("the validation split is empty: raise fetch_corpus.validation_fraction "
-                          "or set fetch_corpus.validation_source")
+        raise CorpusError(f"{where}the validation split is empty: raise fetch_corpus.validation_fraction "
+                          f"(now {validation_fraction}) or set fetch_corpus.validation_source")
     flat = {f"{s}_{k}": v for s, d in stats.items() for k, v in d.items()}
     total = hashlib.sha256((stats["train"]["sha256"] + stats["validation"]["sha256"]).encode()).hexdigest()
     return {"documents": flat["train_documents"] + flat["validation_documents"],

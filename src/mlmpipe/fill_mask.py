@@ -9,7 +9,21 @@ import logging
 
 from transformers import pipeline
 
+from .params import MlmpipeError
+
 log = logging.getLogger(__name__)
+
+
+class FillMaskError(MlmpipeError):
+    pass
+
+
+def max_positions(config) -> int | None:
+    """How many tokens (specials included) the model's position embeddings take; None if unbounded."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    return positions - (2 if config.model_type == "roberta" else 0)  # RoBERTa offsets positions by pad + 1
 
 
 def _norm(text: str, lowercase: bool) -> str:
@@ -20,16 +34,23 @@ def _norm(text: str, lowercase: bool) -> str:
 def single_token(tok, answer: str) -> bool:
     """Whether ``answer`` can be produced by one mask (as a word after a space, or glued to punctuation)."""
     variants = (" " + answer, answer)
-    return any(len(tok(v, add_special_tokens=False)["input_ids"]) == 1 for v in variants)
+    ids = [tok(v, add_special_tokens=False)["input_ids"] for v in variants]
+    return any(len(x) == 1 and x[0] != tok.unk_token_id for x in ids)  # [UNK] never predicts the answer
 
 
 def run_prompts(model_dir: str, prompts, top_k: int) -> list[dict]:
     fill = pipeline("fill-mask", model=model_dir, tokenizer=model_dir, device="cpu", top_k=top_k)
     tok = fill.tokenizer
     lowercase = bool(tok("A", add_special_tokens=False)["input_ids"] == tok("a", add_special_tokens=False)["input_ids"])
+    limit = max_positions(fill.model.config)
     rows = []
-    for pr in prompts:
-        preds = fill(pr.text.replace("<mask>", tok.mask_token))
+    for i, pr in enumerate(prompts):
+        text = pr.text.replace("<mask>", tok.mask_token)
+        n = len(tok(text)["input_ids"])
+        if limit is not None and n > limit:
+            raise FillMaskError(f"fill_mask_report.prompts[{i}].text = {pr.text!r}: {n} tokens, more than the "
+                                f"model's {limit} positions; shorten the prompt")
+        preds = fill(text)
         predictions = [{"token": d["token_str"].strip(), "prob": round(float(d["score"]), 4)} for d in preds]
         answers = [_norm(a, lowercase) for a in pr.answers]
         ranked = [_norm(d["token"], lowercase) for d in predictions]

@@ -6,6 +6,7 @@ into fixed ``block_size`` blocks, batch by batch with NumPy (linear time, bounde
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -25,9 +26,14 @@ class GroupingError(MlmpipeError):
 
 def _encode(texts: list[str], tokenizer, max_length: int | None) -> list[list[int]]:
     backend = tokenizer.backend_tokenizer
-    if max_length is not None:
+    if max_length is not None or backend.truncation is not None or backend.padding is not None:
+        # A copy: truncation/padding left in the tokenizer (tokenizer.json, or an earlier call) would cut or pad
+        # documents silently; here only our own truncation applies.
         backend = backend.__class__.from_str(backend.to_str())
-        backend.enable_truncation(max_length)
+        backend.no_padding()
+        backend.no_truncation()
+        if max_length is not None:
+            backend.enable_truncation(max_length)
     return [e.ids for e in backend.encode_batch(texts, add_special_tokens=True)]
 
 
@@ -56,7 +62,24 @@ def tokenize_split(parquet: Path, tokenizer, mode: str, block_size: int, num_pro
     return ds.map(fn, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
                   remove_columns=ds.column_names, fn_kwargs={"tokenizer": tokenizer, "block_size": block_size},
                   features=datasets.Features({"input_ids": feature}),
-                  cache_file_name=str(scratch / f"{parquet.stem}.arrow"), desc=f"tokenize {parquet.stem}")
+                  cache_file_name=str(scratch / f"{parquet.stem}.arrow"), desc=f"tokenize {parquet.stem}",
+                  new_fingerprint=content_fingerprint(parquet, tokenizer, mode, block_size, batch_size, num_proc))
+
+
+def content_fingerprint(parquet: Path, tokenizer, *settings) -> str:
+    """The saved split's ``_fingerprint`` (in state.json), from what determines its content only.
+
+    datasets' default derives it from the source file's absolute path and mtime, so the same corpus
+    and tokenizer gave a different state.json in another checkout, or after the corpus was checked
+    out or rewritten again, and DVC saw a changed output (and reran pretrain) where nothing had changed.
+    """
+    h = hashlib.sha256()
+    with open(parquet, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            h.update(chunk)
+    h.update(tokenizer.backend_tokenizer.to_str().encode("utf-8"))
+    h.update(repr(settings).encode("utf-8"))
+    return h.hexdigest()[:16]
 
 
 def split_stats(ds: datasets.Dataset, block_size: int) -> dict:

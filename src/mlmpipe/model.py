@@ -87,7 +87,11 @@ def load_pretrained(path: str, family: str, tok, block_size: int, resize_embeddi
     if config.model_type != family:
         raise ModelError(f"build_model.checkpoint = {path!r} is a {config.model_type} model but model.family = "
                          f"{family!r}: set model.family: {config.model_type}")
-    model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code, use_safetensors=True)
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code, use_safetensors=True)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"build_model.checkpoint = {path!r}: cannot load safetensors weights: "
+                         f"{str(e).strip().splitlines()[0]}") from None
     have = model.get_input_embeddings().num_embeddings
     if have != len(tok):
         if not resize_embeddings:

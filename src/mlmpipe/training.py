@@ -184,7 +184,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
           fingerprint_: str, show_progress: bool = True) -> tuple[object, History, dict]:
     """Train ``model`` in place; returns the unwrapped model, the curves and summary metrics."""
     precision = resolve_precision(p.mixed_precision)
-    accelerator = Accelerator(mixed_precision=precision)
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
     world, rank = accelerator.num_processes, accelerator.process_index
     if accelerator.device.type == "cpu":
         torch.set_num_threads(p.num_threads or max(1, (os.cpu_count() or 1) // world))
@@ -252,6 +252,8 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
                     loss_sum = wrapper(x, a, y)
                     accelerator.backward(loss_sum * (world / count))  # exact mean over the global batch
                 step_loss += loss_sum.item()
+            if world > 1:  # the curve shows the loss of the whole global batch, not of rank 0's share
+                step_loss = float(accelerator.reduce(torch.tensor([step_loss], device=accelerator.device), "sum"))
             if p.clip_norm:
                 accelerator.clip_grad_norm_(wrapper.parameters(), p.clip_norm)
             optimizer.step()
@@ -262,7 +264,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
             tokens_seen += real
             train_time += dt
             window_loss += step_loss
-            window_tokens += count / world
+            window_tokens += count
             done = step + 1
             if done % p.log_every == 0 or done == total:
                 loss = window_loss / max(window_tokens, 1)
@@ -281,7 +283,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
                                  "val_top1": round(v["top1_accuracy"], 5)})
             if bar:
                 bar.update(1)
-                bar.set_postfix(refresh=False, loss=f"{step_loss / max(count / world, 1):.3f}",
+                bar.set_postfix(refresh=False, loss=f"{step_loss / max(count, 1):.3f}",
                                 tok_s=f"{tokens_seen / max(train_time, 1e-9):.0f}")
             if done % p.checkpoint_every == 0 and done < total and main:
                 ckpt.save(done, accelerator.unwrap_model(wrapper).model, optimizer)
@@ -290,7 +292,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
                     d = ckpt.save(done, accelerator.unwrap_model(wrapper).model, optimizer)
                     log.warning("interrupted at step %d; checkpoint written to %s", done, d)
                 accelerator.wait_for_everyone()
-                raise Interrupted(f"pretrain interrupted by signal {stop['signal']} at step {done}/{total}; "
+                raise Interrupted(f"pretrain interrupted by signal {stop.signal} at step {done}/{total}; "
                                   f"checkpoint saved in {checkpoint_dir}; rerun `dvc repro` to resume")
     finally:
         for s, h in handlers.items():

@@ -1,0 +1,142 @@
+"""Shared fixtures for the unit tests: a small natural-looking corpus, real tokenizers trained
+in-process on it (byte-level BPE and WordPiece), and tiny parameter sections.
+
+Everything here is real (tokenizers, transformers, datasets, torch); only the sizes are tiny, so
+the whole unit suite runs in well under two minutes on two CPU cores.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:  # the package is installed editable; this only helps a bare checkout
+    sys.path.insert(0, str(ROOT / "src"))
+
+# Keep the tests light on a shared two-core machine, and never reach the network.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+torch.set_num_threads(1)
+
+from mlmpipe import params as P  # noqa: E402
+from mlmpipe import tokenizer as T  # noqa: E402
+
+KEYWORDS = ["break", "continue", "return", "yield", "pass", "raise", "import", "global", "assert", "del",
+            "lambda", "while", "for", "with", "try", "class", "def", "if", "else", "elif"]
+NOUNS = ["loop", "function", "statement", "module", "object", "value", "list", "string", "exception",
+         "iterator", "generator", "variable", "argument", "class", "dictionary", "attribute", "method",
+         "expression", "block", "name"]
+VERBS = ["returns", "creates", "evaluates", "binds", "raises", "defines", "terminates", "yields",
+         "calls", "imports", "compares", "assigns", "deletes", "updates", "checks"]
+ADJS = ["nearest", "enclosing", "current", "new", "empty", "local", "global", "optional", "first",
+        "last", "mutable", "immutable", "default", "builtin", "simple"]
+TEMPLATES = [
+    'The "{kw}" statement {verb} the {adj} {noun}.',
+    "The {kw} statement {verb} the {adj} {noun} of the {noun2}.",
+    "A {noun} {verb} a {adj} {noun2} when the {kw} keyword is used.",
+    "If the {noun} is {adj}, the interpreter {verb} a {noun2}.",
+    "Calling the {noun} {verb} the {adj} {noun2} and returns a {noun3}.",
+    "Each {noun} has a {adj} {noun2}; the {kw} statement {verb} it.",
+    "In Python, the {noun} {verb} every {noun2} in the {adj} {noun3}.",
+    "When a {noun} is {adj}, {kw} {verb} the {noun2} immediately.",
+]
+
+
+def make_docs(n: int, seed: int = 0, sentences: tuple[int, int] = (2, 5)) -> list[str]:
+    """``n`` distinct documents of a few template sentences about Python (deterministic in ``seed``)."""
+    rng = random.Random(seed)
+    docs: list[str] = []
+    seen: set[str] = set()
+    while len(docs) < n:
+        parts = []
+        for _ in range(rng.randint(*sentences)):
+            t = rng.choice(TEMPLATES)
+            parts.append(t.format(kw=rng.choice(KEYWORDS), noun=rng.choice(NOUNS), noun2=rng.choice(NOUNS),
+                                  noun3=rng.choice(NOUNS), verb=rng.choice(VERBS), adj=rng.choice(ADJS)))
+        doc = " ".join(parts)
+        if doc not in seen:
+            seen.add(doc)
+            docs.append(doc)
+    return docs
+
+
+@pytest.fixture(scope="session")
+def docs() -> list[str]:
+    """300 training documents (a few sentences each)."""
+    return make_docs(300, seed=0)
+
+
+@pytest.fixture(scope="session")
+def val_docs() -> list[str]:
+    return make_docs(30, seed=1)
+
+
+def _train_and_save(docs, kind, root: Path, vocab_size: int = 600, lowercase: bool = False):
+    tok = T.train(iter(docs), kind, vocab_size=vocab_size, min_frequency=2, lowercase=lowercase,
+                  model_max_length=128)
+    tok.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def bpe_dir(docs, tmp_path_factory) -> Path:
+    """A byte-level BPE tokenizer trained on ``docs`` and saved in Hugging Face format."""
+    return _train_and_save(docs, "bpe", tmp_path_factory.mktemp("bpe_tok"))
+
+
+@pytest.fixture(scope="session")
+def wp_dir(docs, tmp_path_factory) -> Path:
+    """A WordPiece tokenizer trained on ``docs`` and saved in Hugging Face format."""
+    return _train_and_save(docs, "wordpiece", tmp_path_factory.mktemp("wp_tok"))
+
+
+@pytest.fixture(scope="session")
+def bpe_tok(bpe_dir):
+    return T.load(str(bpe_dir))
+
+
+@pytest.fixture(scope="session")
+def wp_tok(wp_dir):
+    return T.load(str(wp_dir))
+
+
+@pytest.fixture(scope="session")
+def toks(bpe_tok, wp_tok) -> dict:
+    return {"bpe": bpe_tok, "wordpiece": wp_tok}
+
+
+FAMILY_KIND = {"roberta": "bpe", "bert": "wordpiece", "distilbert": "wordpiece", "modernbert": "bpe"}
+FAMILIES = tuple(FAMILY_KIND)
+
+
+def tiny_model_params(family: str = "roberta", **kw) -> P.Model:
+    """A 2-layer, hidden-32 model section."""
+    raw = dict(family=family, layers=2, hidden=32, heads=2, intermediate=64, dropout=0.0)
+    raw.update(kw)
+    return P.parse(P.Model, "model", raw)
+
+
+def tiny_pretrain_params(**kw) -> P.Pretrain:
+    """A short, fp32, deterministic pretrain section."""
+    raw = dict(lr=0.005, schedule="linear", warmup_steps=2, max_steps=20, batch_size=8, grad_accum=1,
+               mixed_precision="no", mlm_probability=0.15, log_every=5, eval_every=1000, eval_blocks=4,
+               checkpoint_every=1000, keep_checkpoints=2, num_threads=1, clip_norm=1.0)
+    raw.update(kw)
+    return P.parse(P.Pretrain, "pretrain", raw)
+
+
+@pytest.fixture
+def model_section() -> P.Model:
+    """The tiny model section (RoBERTa); tests needing another family call ``tiny_model_params``."""
+    return tiny_model_params()
+
+
+@pytest.fixture
+def pretrain_section() -> P.Pretrain:
+    return tiny_pretrain_params()

@@ -1,0 +1,303 @@
+"""A throwaway git + DVC repo of this project with tiny params, for end-to-end tests.
+
+    repo = make_repo(tmp_path / "repo")            # copy the project, tiny params, git init, dvc init, commit
+    rc, out, err = repo.repro()                     # `dvc repro` with the venv first on PATH
+    assert stages_run(out) == set(STAGES)
+    repo.set_params({"pretrain.lr": 0.01})          # yaml round-trip edit of params.yaml
+    rc, out, err = repo.stage("tokenize_group")     # `python stages/tokenize_group.py`
+
+``tiny_params(...)`` returns the params mapping (same structure as the real params.yaml) so that
+variants can be derived, e.g. ``tiny_params(family="bert", kind="wordpiece")``.
+
+The copied ``src/`` is put first on ``PYTHONPATH``, so stages in the temporary repo run the
+library files that were copied (the same ones as the checkout's at copy time). Everything runs
+offline (``HF_HUB_OFFLINE=1``): nothing loads from the Hub.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import random
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+VENV_BIN = PROJECT / ".venv" / "bin"
+STAGES = ("fetch_corpus", "train_tokenizer", "tokenize_group", "build_model", "pretrain", "evaluate",
+          "fill_mask_report")
+CORPUS_FILE = "data/raw/tiny.txt"
+GIT_ID = {
+    "GIT_AUTHOR_NAME": "mlmpipe tests",
+    "GIT_AUTHOR_EMAIL": "tests@mlmpipe.invalid",
+    "GIT_COMMITTER_NAME": "mlmpipe tests",
+    "GIT_COMMITTER_EMAIL": "tests@mlmpipe.invalid",
+}
+
+# ---------------------------------------------------------------------------------------------
+# the tiny corpus: a few hundred plain English sentences, generated from a seed (no download)
+
+_SUBJECTS = ["The old librarian", "A young engineer", "My neighbour", "The quiet student", "Our teacher",
+             "The tired baker", "A curious child", "The ship's captain", "Her brother", "The village doctor",
+             "A patient gardener", "The night guard", "His grandmother", "The new manager", "A travelling musician"]
+_VERBS = ["opened", "carried", "repaired", "painted", "found", "borrowed", "cleaned", "described", "measured",
+          "sold", "wrapped", "forgot", "noticed", "returned", "built"]
+_OBJECTS = ["a wooden box", "the heavy door", "an old map", "the broken clock", "a small boat", "the red bicycle",
+            "a letter from home", "the kitchen window", "a basket of apples", "the garden fence",
+            "a book about birds", "the long table", "a warm coat", "the stone bridge", "a jar of honey"]
+_PLACES = ["in the morning", "before the rain started", "after lunch", "near the river", "at the market",
+           "during the storm", "on a cold evening", "behind the station", "under the bright lamp",
+           "at the edge of town", "while the bells rang", "before anyone woke up"]
+_ENDINGS = ["and then went home.", "because it was needed.", "without saying a word.", "with great care.",
+            "as the sun went down.", "and smiled at everyone.", "for the first time.", "once again.",
+            "while humming a song.", "and told nobody about it."]
+
+
+def tiny_sentences(n: int = 360, seed: int = 7) -> list[str]:
+    """``n`` distinct, simple English sentences (deterministic for a given seed)."""
+    rng = random.Random(seed)
+    out, seen = [], set()
+    while len(out) < n:
+        s = " ".join([rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS), rng.choice(_PLACES),
+                      rng.choice(_ENDINGS)])
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
+def tiny_corpus_text(n_sentences: int = 360, per_paragraph: int = 3, seed: int = 7) -> str:
+    """Paragraphs of ``per_paragraph`` sentences separated by blank lines (``txt_mode: paragraph``)."""
+    s = tiny_sentences(n_sentences, seed)
+    paras = [" ".join(s[i:i + per_paragraph]) for i in range(0, len(s), per_paragraph)]
+    return "\n\n".join(paras) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny params
+
+
+def tiny_params(*, family: str = "modernbert", kind: Optional[str] = None, source: str = CORPUS_FILE,
+                **sections: Mapping[str, Any]) -> dict:
+    """A params mapping with the structure of the project's params.yaml, sized for a ~30 s `dvc repro`.
+
+    ``family`` picks model.family and, unless ``kind`` is given, the tokenizer kind it needs
+    (bert/distilbert: wordpiece, roberta/modernbert: bpe). Keyword sections (``pretrain={...}``)
+    are merged into the defaults key by key.
+    """
+    if kind is None:
+        kind = "wordpiece" if family in ("bert", "distilbert") else "bpe"
+    p = {
+        "seed": 42,
+        "paths": {"corpus": "data/corpus", "tokenizer": "data/tokenizer", "tokenized": "data/tokenized",
+                  "model_init": "data/model_init", "model": "data/model", "checkpoints": "data/checkpoints",
+                  "metrics": "metrics"},
+        "fetch_corpus": {"source": source, "format": "auto", "txt_mode": "paragraph", "text_column": "text",
+                         "sha256": None, "min_chars": 40, "dedupe": True, "max_documents": 200, "errors": "strict",
+                         "validation_fraction": 0.1, "validation_source": None},
+        "train_tokenizer": {"kind": kind, "vocab_size": 300, "min_frequency": 2, "lowercase": False, "from": None},
+        "tokenize_group": {"mode": "group", "block_size": 32, "num_proc": 1},
+        "model": {"family": family, "layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "dropout": 0.0},
+        "build_model": {"init": "scratch", "checkpoint": None},
+        "pretrain": {"launcher": "python", "lr": 0.002, "schedule": "linear", "warmup_steps": 2, "max_steps": 10,
+                     "batch_size": 8, "grad_accum": 1, "mixed_precision": "auto", "mlm_probability": 0.15,
+                     "whole_word": False, "log_every": 5, "eval_every": 5, "checkpoint_every": 5},
+        "evaluate": {"mlm_probability": 0.15, "seed": 1234, "batch_size": 32, "passes": 1, "baseline": True},
+        "fill_mask_report": {"top_k": 3, "prompts": [
+            {"text": "The baker sold <mask> warm coat.", "answers": ["a"]},
+            {"text": "My neighbour found the map near the <mask>.", "answers": ["river"]},
+        ]},
+    }
+    for name, values in sections.items():
+        if isinstance(values, Mapping) and isinstance(p.get(name), dict):
+            p[name].update(values)
+        else:
+            p[name] = values
+    return p
+
+
+def dump_params(params: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(params), sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def set_dotted(params: dict, key: str, value: Any) -> None:
+    """``set_dotted(p, "pretrain.lr", 0.01)``; a missing intermediate section is created."""
+    *parents, last = key.split(".")
+    node = params
+    for k in parents:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[last] = value
+
+
+_DELETE = object()
+DELETE = _DELETE  # set_params({"model.dropout": DELETE}) removes the key
+
+
+# ---------------------------------------------------------------------------------------------
+# the repo
+
+
+def venv_env(extra: Optional[Mapping[str, str]] = None, src: Optional[Path] = None) -> dict:
+    """os.environ with the venv first on PATH, offline Hugging Face, no DVC analytics, a git identity."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("VIRTUAL_ENV", None)
+    env.pop("MLMPIPE_PARAMS", None)
+    if src is not None:
+        env["PYTHONPATH"] = str(src) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                "DVC_NO_ANALYTICS": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONHASHSEED": "0", **GIT_ID})
+    if extra:
+        env.update(extra)
+    return env
+
+
+class PipelineRepo:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # -- running things --------------------------------------------------------------------
+    def env(self, extra: Optional[Mapping[str, str]] = None) -> dict:
+        return venv_env(extra, src=self.path / "src")
+
+    def run(self, *argv: str, env: Optional[Mapping[str, str]] = None, timeout: float = 600,
+            input: Optional[str] = None) -> tuple[int, str, str]:
+        """Run ``argv`` in the repo; returns (returncode, stdout, stderr)."""
+        proc = subprocess.run(list(argv), cwd=self.path, env=self.env(env), capture_output=True, text=True,
+                              timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def dvc(self, *args: str, **kw) -> tuple[int, str, str]:
+        return self.run(str(VENV_BIN / "dvc"), *args, **kw)
+
+    def repro(self, *args: str, **kw) -> tuple[int, str, str]:
+        return self.dvc("repro", *args, **kw)
+
+    def stage(self, name: str, **kw) -> tuple[int, str, str]:
+        """Run one stage script directly (``python stages/<name>.py``), outside DVC."""
+        return self.run(str(VENV_BIN / "python"), f"stages/{name}.py", **kw)
+
+    def git(self, *args: str, **kw) -> tuple[int, str, str]:
+        return self.run("git", *args, **kw)
+
+    # -- params ----------------------------------------------------------------------------
+    @property
+    def params_file(self) -> Path:
+        return self.path / "params.yaml"
+
+    def params(self) -> dict:
+        return yaml.safe_load(self.params_file.read_text(encoding="utf-8"))
+
+    def write_params(self, params: Mapping[str, Any]) -> None:
+        self.params_file.write_text(dump_params(params), encoding="utf-8")
+
+    def set_params(self, changes: Mapping[str, Any]) -> dict:
+        """Apply dotted-key changes (``{"pretrain.lr": 0.01}``; value ``DELETE`` removes a key) to
+        params.yaml; returns the previous params mapping (pass it to ``write_params`` to restore)."""
+        before = self.params()
+        after = copy.deepcopy(before)
+        for key, value in changes.items():
+            if value is _DELETE:
+                *parents, last = key.split(".")
+                node = after
+                for k in parents:
+                    node = node[k]
+                node.pop(last, None)
+            else:
+                set_dotted(after, key, value)
+        self.write_params(after)
+        return before
+
+    # -- outputs ---------------------------------------------------------------------------
+    def read_json(self, rel: str) -> Any:
+        import json
+
+        return json.loads((self.path / rel).read_text(encoding="utf-8"))
+
+    def tree_hashes(self, rel: str) -> dict[str, str]:
+        """{relative file path: sha256} of every file under ``rel`` (a file or a directory); {} if absent."""
+        return tree_hashes(self.path / rel)
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    root = Path(root)
+    if root.is_file():
+        return {root.name: _sha256(root)}
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache")
+
+
+def make_repo(dest: Path, params: Optional[Mapping[str, Any]] = None, *, corpus: Optional[str] = None,
+              commit: bool = True, corpus_in_git: bool = True) -> PipelineRepo:
+    """Create a git + DVC repo at ``dest`` from this project with ``params`` (default ``tiny_params()``).
+
+    Copies dvc.yaml, stages/, src/, data/raw/README.md, .gitignore and .dvc/config; writes the tiny
+    corpus to data/raw/tiny.txt (``corpus`` overrides its text); runs ``git init`` and ``dvc init``
+    and, with ``commit``, commits everything (the corpus force-added, since .gitignore ignores
+    data/raw/*, unless ``corpus_in_git`` is false) so that a clone has the pipeline's input too.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=False)
+    repo = PipelineRepo(dest)
+    shutil.copy2(PROJECT / "dvc.yaml", dest / "dvc.yaml")
+    shutil.copy2(PROJECT / ".gitignore", dest / ".gitignore")
+    shutil.copytree(PROJECT / "stages", dest / "stages", ignore=_IGNORE)
+    shutil.copytree(PROJECT / "src", dest / "src", ignore=_IGNORE)
+    (dest / "data" / "raw").mkdir(parents=True)
+    shutil.copy2(PROJECT / "data" / "raw" / "README.md", dest / "data" / "raw" / "README.md")
+    (dest / CORPUS_FILE).write_text(tiny_corpus_text() if corpus is None else corpus, encoding="utf-8")
+    repo.write_params(tiny_params() if params is None else params)
+
+    _check(repo.git("init", "-q", "-b", "main"), "git init")
+    _check(repo.dvc("init", "-q"), "dvc init")
+    shutil.copy2(PROJECT / ".dvc" / "config", dest / ".dvc" / "config")
+    if commit:
+        _check(repo.git("add", "-A"), "git add")
+        if corpus_in_git:
+            _check(repo.git("add", "-f", CORPUS_FILE), "git add corpus")
+        _check(repo.git("commit", "-q", "-m", "tiny mlmpipe pipeline"), "git commit")
+    return repo
+
+
+def _check(result: tuple[int, str, str], what: str) -> None:
+    rc, out, err = result
+    if rc != 0:
+        raise RuntimeError(f"{what} failed ({rc}):\n{out}\n{err}")
+
+
+_RUNNING = re.compile(r"^Running stage '([^']+)'", re.M)
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages `dvc repro` ran, in order, from its "Running stage 'X':" lines."""
+    return _RUNNING.findall(output)
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of ``text`` (stripped), or ''."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def snapshot(repo: PipelineRepo, rels: Iterable[str]) -> dict[str, dict[str, str]]:
+    return {rel: repo.tree_hashes(rel) for rel in rels}

@@ -1,0 +1,220 @@
+"""Bad inputs: every stage refuses them with ONE line `error: ...` and leaves no half-written output.
+
+One table: each case edits params.yaml (or writes a bad file) in a shared tiny repo whose earlier
+stages have already run, runs one stage script directly (`python stages/<name>.py`), and checks:
+a non-zero exit; stderr's last non-empty line starts with `error:` and names the parameter or
+file and the bad value; no Python traceback; data/ and metrics/ exactly as before (same files,
+same bytes, no leftover temporary directories). params.yaml is restored after every case.
+
+The repo is a BERT + WordPiece variant, so the pretrained-checkpoint cases can use tiny BERT
+checkpoints made here (max_position_embeddings 16; a vocabulary unlike the tokenizer's).
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import pytest
+
+from pipeline_repo import PipelineRepo, last_line, make_repo, tiny_corpus_text, tiny_params
+
+# Stages run directly, in order, to give the cases their inputs (pretrain with few steps).
+SETUP_STAGES = ("fetch_corpus", "train_tokenizer", "tokenize_group", "build_model", "pretrain")
+WATCHED = ("data", "metrics")  # everything a stage may write
+
+
+class Case(NamedTuple):
+    stage: str
+    changes: dict | Callable[["Ctx"], dict] | None  # dotted params changes (or a function of the context)
+    expect: tuple  # substrings of the error line (str, or a function of the context)
+    raw_params: str | None = None  # write this text as params.yaml instead of changes
+    env: dict | None = None
+
+
+class Ctx(NamedTuple):
+    repo: PipelineRepo  # bad files are in its folder bad/
+    ckpt_pos16: str  # a BERT checkpoint with the tokenizer's vocabulary and 16 positions
+    ckpt_vocab: str  # a BERT checkpoint whose vocabulary is 37 larger than the tokenizer's
+    vocab: int  # the tokenizer's vocabulary size
+    small_corpus: str  # a corpus directory with splits shorter than one block
+    closed_url: str  # nothing listens on its port
+    served_url: str  # served by a local HTTP server
+
+
+NON_UTF8_OFFSET = 123
+
+
+def _free_closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connecting is refused
+    return port
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _write_bad_files(bad: Path) -> None:
+    bad.mkdir()
+    (bad / "empty.txt").write_bytes(b"")
+    (bad / "binary.txt").write_bytes(b"text at first\n" + bytes(range(256)) * 4)
+    good = b"A perfectly ordinary sentence that is long enough to keep.\n" * 4
+    assert len(good) > NON_UTF8_OFFSET + 1
+    (bad / "latin1.txt").write_bytes(good[:NON_UTF8_OFFSET] + b"\xe9" + good[NON_UTF8_OFFSET + 1:])
+    (bad / "served").mkdir()
+    (bad / "served" / "corpus.txt").write_text(tiny_corpus_text(), encoding="utf-8")
+
+
+def _make_checkpoints(repo: PipelineRepo, vocab: int) -> tuple[str, str]:
+    from transformers import BertConfig, BertForMaskedLM
+
+    dims = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    out = []
+    for name, v, pos in (("ckpt_pos16", vocab, 16), ("ckpt_vocab", vocab + 37, 64)):
+        d = repo.path / "checkpoints" / name
+        BertForMaskedLM(BertConfig(vocab_size=v, max_position_embeddings=pos, **dims)).save_pretrained(
+            d, safe_serialization=True)
+        out.append(str(d.relative_to(repo.path)))
+    return out[0], out[1]
+
+
+def _small_corpus(repo: PipelineRepo) -> str:
+    """A corpus directory whose splits are each shorter than one block (block_size 32)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = repo.path / "small_corpus"
+    d.mkdir()
+    for split in ("train", "validation"):
+        pq.write_table(pa.table({"text": pa.array(["Too short to fill a block."], type=pa.large_string())}),
+                       d / f"{split}.parquet")
+    return "small_corpus"
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_input")
+    repo = make_repo(root / "repo", tiny_params(family="bert", pretrain={"max_steps": 2}), commit=False)
+    for stage in SETUP_STAGES:
+        rc, out, err = repo.stage(stage)
+        assert rc == 0, f"setup stage {stage} failed:\n{err[-3000:]}"
+    _write_bad_files(repo.path / "bad")
+    vocab = repo.read_json("metrics/tokenizer.json")["vocab_size"]
+    pos16, wrong_vocab = _make_checkpoints(repo, vocab)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(repo.path / "bad" / "served")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Ctx(repo, pos16, wrong_vocab, vocab, _small_corpus(repo),
+                  f"http://127.0.0.1:{_free_closed_port()}/corpus.txt",
+                  f"http://127.0.0.1:{server.server_address[1]}/corpus.txt")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+WRONG_SHA = "0" * 64
+
+CASES = {
+    "unknown_param_key": Case("train_tokenizer", {"train_tokenizer.vocab": 100},
+                              ("train_tokenizer.vocab", "unknown key")),
+    "wrong_type_lr": Case("pretrain", {"pretrain.lr": "fast"}, ("pretrain.lr = 'fast'", "a number")),
+    "zero_hidden": Case("build_model", {"model.hidden": 0}, ("model.hidden = 0", ">= 8")),
+    "negative_batch_size": Case("pretrain", {"pretrain.batch_size": -1}, ("pretrain.batch_size = -1", ">= 1")),
+    "mlm_probability_zero": Case("pretrain", {"pretrain.mlm_probability": 0}, ("pretrain.mlm_probability = 0", "> 0")),
+    "mlm_probability_above_one": Case("pretrain", {"pretrain.mlm_probability": 1.5},
+                                      ("pretrain.mlm_probability = 1.5", "< 1")),
+    "hidden_not_divisible_by_heads": Case("build_model", {"model.hidden": 30, "model.heads": 4},
+                                          ("model.hidden = 30", "model.heads = 4", "divisible")),
+    "block_size_exceeds_checkpoint_positions": Case(
+        "build_model", lambda c: {"build_model.init": "pretrained", "build_model.checkpoint": c.ckpt_pos16},
+        ("tokenize_group.block_size = 32", "position embeddings", "16")),
+    "tokenizer_family_mismatch": Case("build_model", {"model.family": "roberta"},
+                                      ("train_tokenizer.kind = 'wordpiece'", "model.family = 'roberta'")),
+    "vocabulary_mismatch": Case(
+        "build_model", lambda c: {"build_model.init": "pretrained", "build_model.checkpoint": c.ckpt_vocab},
+        (lambda c: c.ckpt_vocab, lambda c: f"vocabulary of {c.vocab + 37}", lambda c: f"tokenizer has {c.vocab}")),
+    "scratch_with_checkpoint": Case(
+        "build_model", lambda c: {"build_model.checkpoint": c.ckpt_pos16},
+        ("build_model.checkpoint", lambda c: c.ckpt_pos16, "init: scratch")),
+    "missing_corpus_file": Case("fetch_corpus", {"fetch_corpus.source": "data/raw/no-such-file.txt"},
+                                ("fetch_corpus.source", "data/raw/no-such-file.txt", "no such file")),
+    "empty_corpus_file": Case("fetch_corpus", {"fetch_corpus.source": "bad/empty.txt"},
+                              ("bad/empty.txt", "empty")),
+    "binary_corpus_file": Case("fetch_corpus", {"fetch_corpus.source": "bad/binary.txt"},
+                               ("bad/binary.txt", "binary", "byte offset 14")),
+    "non_utf8_corpus_file": Case("fetch_corpus", {"fetch_corpus.source": "bad/latin1.txt"},
+                                 ("bad/latin1.txt", "UTF-8", f"byte offset {NON_UTF8_OFFSET}")),
+    "corpus_smaller_than_one_block": Case(
+        "tokenize_group", lambda c: {"paths.corpus": c.small_corpus},
+        (lambda c: f"{c.small_corpus}/train.parquet", "fewer tokens than one block",
+         "tokenize_group.block_size = 32")),
+    "url_connection_refused": Case("fetch_corpus", lambda c: {"fetch_corpus.source": c.closed_url},
+                                   (lambda c: c.closed_url, "fetch_corpus.source", "download failed")),
+    "url_sha256_mismatch": Case(
+        "fetch_corpus", lambda c: {"fetch_corpus.source": c.served_url, "fetch_corpus.sha256": WRONG_SHA},
+        ("fetch_corpus.sha256", "checksum mismatch", WRONG_SHA, lambda c: c.served_url)),
+    "hub_dataset_missing": Case("fetch_corpus", {"fetch_corpus.source": "hf:mlmpipe-tests/no-such-dataset"},
+                                ("fetch_corpus.source", "hf:mlmpipe-tests/no-such-dataset"),
+                                env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}),
+    "fill_mask_prompt_too_long": Case(
+        "fill_mask_report",
+        {"fill_mask_report.prompts": [{"text": "The baker sold <mask> warm coat. " + "A quiet student " * 20}]},
+        ("fill_mask_report.prompts[0].text", "positions")),
+    "params_not_yaml": Case("train_tokenizer", None, ("params.yaml", "not valid YAML", "line 3"),
+                            raw_params="seed: 42\npaths: {corpus: data/corpus\nmodel: [1, 2\n"),
+    "unknown_top_level_section": Case("fetch_corpus", {"pretraining": {"lr": 0.1}},
+                                      ("params.yaml", "unknown section", "'pretraining'")),
+}
+
+
+def _state(repo: PipelineRepo) -> dict:
+    """Every path (files and directories, hidden ones too) under data/ and metrics/, with file hashes."""
+    out = {}
+    for top in WATCHED:
+        root = repo.path / top
+        for p in sorted(root.rglob("*")):
+            rel = str(p.relative_to(repo.path))
+            if rel.startswith("data/raw"):
+                continue
+            out[rel] = "dir" if p.is_dir() else repo.tree_hashes(rel)[p.name]
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(ctx: Ctx, name: str):
+    case = CASES[name]
+    repo = ctx.repo
+    before_params = repo.params()
+    before = _state(repo)
+    try:
+        if case.raw_params is not None:
+            repo.params_file.write_text(case.raw_params, encoding="utf-8")
+        else:
+            changes = case.changes(ctx) if callable(case.changes) else case.changes
+            repo.set_params(changes)
+        rc, out, err = repo.stage(case.stage, env=case.env)
+    finally:
+        repo.write_params(before_params)
+    line = last_line(err)
+    print(f"{name}: {line}")
+    detail = f"stage {case.stage}, rc {rc}, stderr tail:\n{err[-4000:]}"
+    assert rc != 0, detail
+    assert "Traceback (most recent call last)" not in err, detail
+    assert line.startswith("error:"), detail
+    for want in case.expect:
+        want = want(ctx) if callable(want) else want
+        assert want in line, f"{want!r} not in the error line {line!r}"
+    after = _state(repo)
+    assert after == before, (f"{case.stage} changed its outputs: added {sorted(set(after) - set(before))}, "
+                             f"removed {sorted(set(before) - set(after))}, changed "
+                             f"{sorted(k for k in set(after) & set(before) if after[k] != before[k])}")

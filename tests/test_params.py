@@ -1,0 +1,199 @@
+"""params.py: every section is validated up front, and every refusal is one line naming the key,
+the bad value and what is allowed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlmpipe import params as P
+from mlmpipe.params import ParamError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_line(exc: pytest.ExceptionInfo) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def test_repo_params_yaml_is_valid():
+    data = P.load_yaml((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    assert isinstance(P.section(data, "seed"), int)
+    for name in P.SECTIONS:
+        P.section(data, name)  # must not raise
+
+
+def test_defaults_when_section_missing():
+    p = P.parse(P.Pretrain, "pretrain", None)
+    assert p == P.Pretrain()
+    assert P.section({}, "seed") == 42
+
+
+def test_unknown_key_names_key_and_allowed_keys():
+    with pytest.raises(ParamError) as e:
+        P.parse(P.Pretrain, "pretrain", {"learning_rate": 0.1})
+    msg = one_line(e)
+    assert "pretrain.learning_rate" in msg
+    assert "unknown key" in msg
+    assert "lr" in msg and "warmup_steps" in msg  # what is allowed
+
+
+def test_from_alias_is_accepted_and_listed():
+    p = P.parse(P.TrainTokenizer, "train_tokenizer", {"from": "some/dir"})
+    assert p.from_dir == "some/dir"
+    with pytest.raises(ParamError) as e:
+        P.parse(P.TrainTokenizer, "train_tokenizer", {"vocab": 10})
+    allowed = one_line(e).split("allowed keys are ", 1)[1].split(", ")
+    assert "from" in allowed and "from_dir" not in allowed  # the YAML spelling is listed
+
+
+@pytest.mark.parametrize("section,key,value,allowed", [
+    (P.Pretrain, "lr", "fast", "a number"),
+    (P.Pretrain, "max_steps", 1.5, "an integer"),
+    (P.Pretrain, "max_steps", True, "an integer"),  # bool is not an int here
+    (P.Pretrain, "whole_word", "yes", "true or false"),
+    (P.Pretrain, "schedule", "exponential", "'linear'"),
+    (P.TrainTokenizer, "kind", "unigram", "'bpe'"),
+    (P.Model, "family", "gpt2", "'roberta'"),
+    (P.FetchCorpus, "source", 3, "a string"),
+    (P.FetchCorpus, "max_documents", "all", "or null"),
+])
+def test_wrong_type_names_key_value_and_allowed(section, key, value, allowed):
+    name = {v: k for k, v in P.SECTIONS.items()}[section]
+    with pytest.raises(ParamError) as e:
+        P.parse(section, name, {key: value})
+    msg = one_line(e)
+    assert f"{name}.{key}" in msg
+    assert repr(value) in msg
+    assert allowed in msg
+
+
+@pytest.mark.parametrize("section,key,value,rule", [
+    (P.Pretrain, "lr", 0, "> 0"),
+    (P.Pretrain, "lr", 1.5, "< 1.0"),
+    (P.Pretrain, "mlm_probability", 1.0, "< 1"),
+    (P.TrainTokenizer, "vocab_size", 10, ">= 64"),
+    (P.TokenizeGroup, "block_size", 4, ">= 8"),
+    (P.TokenizeGroup, "num_proc", 0, ">= 1"),
+    (P.FetchCorpus, "validation_fraction", 1.0, "< 1.0"),
+    (P.FetchCorpus, "max_documents", 0, "> 0"),
+    (P.Evaluate, "passes", 101, "<= 100"),
+])
+def test_out_of_range_names_key_value_and_range(section, key, value, rule):
+    name = {v: k for k, v in P.SECTIONS.items()}[section]
+    with pytest.raises(ParamError) as e:
+        P.parse(section, name, {key: value})
+    msg = one_line(e)
+    assert f"{name}.{key} = {value!r}" in msg
+    assert rule in msg
+
+
+def test_int_accepted_for_float_field():
+    p = P.parse(P.Pretrain, "pretrain", {"clip_norm": 2})
+    assert p.clip_norm == 2.0 and isinstance(p.clip_norm, float)
+
+
+def test_section_must_be_mapping():
+    with pytest.raises(ParamError) as e:
+        P.parse(P.Pretrain, "pretrain", [1, 2])
+    assert "pretrain" in one_line(e) and "mapping" in one_line(e)
+
+
+def test_hidden_not_divisible_by_heads():
+    with pytest.raises(ParamError) as e:
+        P.parse(P.Model, "model", {"hidden": 100, "heads": 3})
+    msg = one_line(e)
+    assert "model.hidden = 100" in msg and "model.heads = 3" in msg
+    assert "[1, 2, 4, 5, 10, 20, 25]" in msg  # the heads that would work
+
+
+def test_pretrained_needs_checkpoint():
+    with pytest.raises(ParamError) as e:
+        P.parse(P.BuildModel, "build_model", {"init": "pretrained"})
+    msg = one_line(e)
+    assert "build_model.checkpoint" in msg and "pretrained" in msg
+
+
+def test_scratch_with_checkpoint_is_refused():
+    with pytest.raises(ParamError) as e:
+        P.parse(P.BuildModel, "build_model", {"init": "scratch", "checkpoint": "roberta-base"})
+    msg = one_line(e)
+    assert "build_model.checkpoint = 'roberta-base'" in msg and "init: scratch" in msg
+
+
+def test_pretrained_with_checkpoint_ok():
+    p = P.parse(P.BuildModel, "build_model", {"init": "pretrained", "checkpoint": "some/dir"})
+    assert p.checkpoint == "some/dir"
+
+
+def test_max_steps_and_epochs_both_null():
+    with pytest.raises(ParamError) as e:
+        P.parse(P.Pretrain, "pretrain", {"max_steps": None})
+    assert "pretrain.max_steps" in one_line(e) and "epochs" in one_line(e)
+    assert P.parse(P.Pretrain, "pretrain", {"max_steps": None, "epochs": 1.5}).epochs == 1.5
+
+
+def test_sha256_must_be_hex():
+    with pytest.raises(ParamError) as e:
+        P.parse(P.FetchCorpus, "fetch_corpus", {"sha256": "abc"})
+    assert "fetch_corpus.sha256 = 'abc'" in one_line(e)
+    P.parse(P.FetchCorpus, "fetch_corpus", {"sha256": "A" * 64})
+
+
+def test_invalid_yaml_is_one_line_with_line_number():
+    text = "seed: 1\npretrain:\n  lr: 0.1\n   max_steps: 3\n"
+    with pytest.raises(ParamError) as e:
+        P.load_yaml(text, "params.yaml")
+    msg = one_line(e)
+    assert msg.startswith("params.yaml is not valid YAML")
+    assert "line 4" in msg
+
+
+def test_yaml_top_level_must_be_mapping():
+    with pytest.raises(ParamError) as e:
+        P.load_yaml("- a\n- b\n")
+    assert "mapping" in one_line(e)
+    assert P.load_yaml("") == {}
+
+
+def test_seed_validation():
+    assert P.parse_seed(0) == 0
+    for bad in (-1, True, "1", 1.0):
+        with pytest.raises(ParamError) as e:
+            P.parse_seed(bad)
+        assert "seed" in one_line(e)
+
+
+def test_prompts_parsed_from_strings_and_mappings():
+    p = P.parse(P.FillMaskReport, "fill_mask_report", {"prompts": [
+        "A <mask> here.", {"text": "The <mask> statement.", "answers": ["break", "continue"]},
+        {"text": "x <mask>", "answers": "y"}]})
+    assert p.prompts == (P.Prompt("A <mask> here.", ()), P.Prompt("The <mask> statement.", ("break", "continue")),
+                         P.Prompt("x <mask>", ("y",)))
+
+
+@pytest.mark.parametrize("text", ["No mask at all.", "Two <mask> and <mask>.", "[MASK] is not ours."])
+def test_prompt_needs_exactly_one_mask(text):
+    with pytest.raises(ParamError) as e:
+        P.parse(P.FillMaskReport, "fill_mask_report", {"prompts": [{"text": text}]})
+    msg = one_line(e)
+    assert "fill_mask_report.prompts[0].text" in msg and "exactly one <mask>" in msg
+
+
+@pytest.mark.parametrize("item,where", [
+    ({"text": "a <mask>", "answer": "b"}, "fill_mask_report.prompts[0].answer"),
+    ({"text": "a <mask>", "answers": [1]}, "fill_mask_report.prompts[0].answers"),
+    (42, "fill_mask_report.prompts[0]"),
+])
+def test_bad_prompt_items(item, where):
+    with pytest.raises(ParamError) as e:
+        P.parse(P.FillMaskReport, "fill_mask_report", {"prompts": [item]})
+    assert where in one_line(e)
+
+
+def test_sections_are_frozen():
+    p = P.parse(P.Model, "model", {})
+    with pytest.raises(Exception):
+        p.hidden = 3  # type: ignore[misc]
