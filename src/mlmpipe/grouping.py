@@ -37,33 +37,61 @@ def _encode(texts: list[str], tokenizer, max_length: int | None) -> list[list[in
     return [e.ids for e in backend.encode_batch(texts, add_special_tokens=True)]
 
 
+def encode_batch(batch: dict, tokenizer, max_length: int | None) -> dict:
+    """``datasets.map`` function: one example of token ids per document (truncated if ``max_length``)."""
+    return {"input_ids": [np.asarray(x, dtype=np.int32) for x in _encode(batch["text"], tokenizer, max_length)]}
+
+
 def group_batch(batch: dict, tokenizer, block_size: int) -> dict:
-    """``datasets.map`` function: texts -> fixed blocks of ``block_size`` ids (the remainder is dropped)."""
+    """Texts -> fixed blocks of ``block_size`` ids in memory (the remainder is dropped); for small inputs."""
     ids = _encode(batch["text"], tokenizer, None)
     flat = np.fromiter((t for seq in ids for t in seq), dtype=np.int32, count=sum(map(len, ids)))
     n = len(flat) // block_size * block_size
     return {"input_ids": flat[:n].reshape(-1, block_size)}
 
 
-def line_batch(batch: dict, tokenizer, block_size: int) -> dict:
-    """``datasets.map`` function: one truncated example per document."""
-    return {"input_ids": [np.asarray(x, dtype=np.int32) for x in _encode(batch["text"], tokenizer, block_size)]}
+class Grouper:
+    """``datasets.map`` function (single process, batches in order): concatenate documents and cut the
+    stream into ``block_size`` blocks, carrying the remainder into the next batch (only the very last
+    remainder is dropped). Works on Arrow batches, so the cost is linear in the number of tokens."""
+
+    def __init__(self, block_size: int):
+        self.block_size = block_size
+        self.carry = np.zeros(0, dtype=np.int32)
+
+    def __call__(self, batch) -> dict:
+        col = batch.column("input_ids").combine_chunks()
+        flat = np.concatenate([self.carry, col.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)])
+        n = len(flat) // self.block_size * self.block_size
+        self.carry = flat[n:]
+        return {"input_ids": flat[:n].reshape(-1, self.block_size)}
 
 
 def tokenize_split(parquet: Path, tokenizer, mode: str, block_size: int, num_proc: int, batch_size: int,
                    scratch: Path) -> datasets.Dataset:
-    """Tokenize one corpus split (a Parquet file with a ``text`` column) into a Dataset of ``input_ids``."""
+    """Tokenize one corpus split (a Parquet file with a ``text`` column) into a Dataset of ``input_ids``.
+
+    Documents are encoded in parallel (``num_proc``); in ``group`` mode one ordered single-process pass
+    then cuts blocks, so the result does not depend on ``num_proc``.
+    """
     scratch.mkdir(parents=True, exist_ok=True)
     ds = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(scratch / "cache"))
-    fn, feature = ((group_batch, datasets.Sequence(datasets.Value("int32"), length=block_size))
-                   if mode == "group" else (line_batch, datasets.Sequence(datasets.Value("int32"))))
     num_proc = max(1, min(num_proc, len(ds) // max(batch_size, 1) or 1))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if num_proc > 1 else "true")
-    return ds.map(fn, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
-                  remove_columns=ds.column_names, fn_kwargs={"tokenizer": tokenizer, "block_size": block_size},
-                  features=datasets.Features({"input_ids": feature}),
-                  cache_file_name=str(scratch / f"{parquet.stem}.arrow"), desc=f"tokenize {parquet.stem}",
-                  new_fingerprint=content_fingerprint(parquet, tokenizer, mode, block_size, batch_size, num_proc))
+    fp = content_fingerprint(parquet, tokenizer, mode, block_size, batch_size)
+    lines = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
+    docs = ds.map(encode_batch, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
+                  remove_columns=ds.column_names, features=lines,
+                  fn_kwargs={"tokenizer": tokenizer, "max_length": block_size if mode == "line_by_line" else None},
+                  cache_file_name=str(scratch / f"{parquet.stem}-docs.arrow"), desc=f"tokenize {parquet.stem}",
+                  new_fingerprint=fp)
+    if mode == "line_by_line":
+        return docs
+    blocks = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"), length=block_size)})
+    return docs.with_format("arrow").map(
+        Grouper(block_size), batched=True, batch_size=batch_size, features=blocks,
+        cache_file_name=str(scratch / f"{parquet.stem}-blocks.arrow"), desc=f"group {parquet.stem}",
+        new_fingerprint=fp + "-g").with_format(None)
 
 
 def content_fingerprint(parquet: Path, tokenizer, *settings) -> str:
