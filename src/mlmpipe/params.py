@@ -115,7 +115,7 @@ class Pretrain:
     batch_size: int = _f(32, ge=1)
     grad_accum: int = _f(1, ge=1)
     clip_norm: Optional[float] = _f(1.0, gt=0)
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    mixed_precision: Literal["auto", "no", "bf16", "bf16-pure", "fp16"] = "auto"
     mlm_probability: float = _f(0.15, gt=0, lt=1)
     whole_word: bool = False
     sparse_head: bool = True

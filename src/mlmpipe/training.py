@@ -7,6 +7,7 @@ So a run resumed from a checkpoint continues exactly as an uninterrupted one, an
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -22,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 from safetensors.torch import load_file, save_file
 
 from .evaluation import fixed_masks, masked_lm_eval
@@ -98,6 +100,35 @@ def make_optimizer(model, p, device_type: str) -> torch.optim.Optimizer:
     groups = [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = device_type in ("cpu", "cuda")
     return torch.optim.AdamW(groups, lr=p.lr, betas=(p.beta1, p.beta2), fused=fused)
+
+
+class Bf16Weights:
+    """``bf16-pure`` precision: forward and backward run on a bf16 copy of the model (no autocast casts
+    between ops); the optimizer updates fp32 master weights, cast back into the copy after every step."""
+
+    def __init__(self, master):
+        self.master = master
+        self.work = copy.deepcopy(master).to(torch.bfloat16)
+        self.pairs = list(zip(master.parameters(), self.work.parameters()))
+
+    def grads_to_master(self) -> None:
+        for m, w in self.pairs:
+            m.grad = None if w.grad is None else w.grad.float()
+            w.grad = None
+
+    @torch.no_grad()
+    def master_to_work(self) -> None:
+        for m, w in self.pairs:
+            w.copy_(m)
+
+
+def _accelerator(mixed_precision: str) -> Accelerator:
+    """An Accelerator; in a single process, one whose mixed precision differs from an earlier call's
+    replaces it (accelerate keeps one global state per process; benchmarks and tests train several times)."""
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, mixed_precision) and PartialState().num_processes == 1:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
 
 def resolve_precision(requested: str) -> str:
@@ -184,7 +215,8 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
           fingerprint_: str, show_progress: bool = True) -> tuple[object, History, dict]:
     """Train ``model`` in place; returns the unwrapped model, the curves and summary metrics."""
     precision = resolve_precision(p.mixed_precision)
-    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    pure = precision == "bf16-pure"
+    accelerator = _accelerator("no" if pure else precision)
     world, rank = accelerator.num_processes, accelerator.process_index
     if accelerator.device.type == "cpu":
         torch.set_num_threads(p.num_threads or max(1, (os.cpu_count() or 1) // world))
@@ -200,7 +232,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
     micro = p.batch_size // (world * p.grad_accum)
     grouped = isinstance(train_data, np.ndarray)
 
-    wrapper = SparseMLM(model, sparse=p.sparse_head)
+    model.to(accelerator.device)
     optimizer = make_optimizer(model, p, accelerator.device.type)
     ckpt = Checkpoints(checkpoint_dir, fingerprint_, p.keep_checkpoints)
     start = 0
@@ -209,6 +241,8 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
         start, d = found
         Checkpoints.load(d, model, optimizer)
         log.info("resuming from %s (step %d of %d)", d, start, total)
+    bf16 = Bf16Weights(model) if pure else None
+    wrapper = SparseMLM(bf16.work if pure else model, sparse=p.sparse_head)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
     if p.compile:
         wrapper = torch.compile(wrapper)
@@ -254,9 +288,14 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
                 step_loss += loss_sum.item()
             if world > 1:  # the curve shows the loss of the whole global batch, not of rank 0's share
                 step_loss = float(accelerator.reduce(torch.tensor([step_loss], device=accelerator.device), "sum"))
-            if p.clip_norm:
-                accelerator.clip_grad_norm_(wrapper.parameters(), p.clip_norm)
+            if pure:
+                bf16.grads_to_master()
+            if p.clip_norm:  # accelerate's clip also unscales fp16 gradients
+                clip = torch.nn.utils.clip_grad_norm_ if pure else accelerator.clip_grad_norm_
+                clip(model.parameters() if pure else wrapper.parameters(), p.clip_norm)
             optimizer.step()
+            if pure:
+                bf16.master_to_work()
             sched.step()
             optimizer.zero_grad(set_to_none=True)
             dt = time.perf_counter() - t0
@@ -286,10 +325,10 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
                 bar.set_postfix(refresh=False, loss=f"{step_loss / max(count, 1):.3f}",
                                 tok_s=f"{tokens_seen / max(train_time, 1e-9):.0f}")
             if done % p.checkpoint_every == 0 and done < total and main:
-                ckpt.save(done, accelerator.unwrap_model(wrapper).model, optimizer)
+                ckpt.save(done, model, optimizer)
             if stop.signal is not None and done < total:
                 if main:
-                    d = ckpt.save(done, accelerator.unwrap_model(wrapper).model, optimizer)
+                    d = ckpt.save(done, model, optimizer)
                     log.warning("interrupted at step %d; checkpoint written to %s", done, d)
                 accelerator.wait_for_everyone()
                 raise Interrupted(f"pretrain interrupted by signal {stop.signal} at step {done}/{total}; "
@@ -310,7 +349,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
                "final_val_loss": hist.val[-1]["val_loss"] if hist.val else None}
     if accelerator.device.type == "cuda":
         summary["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return accelerator.unwrap_model(wrapper).model, hist, summary
+    return model, hist, summary
 
 
 class _StopFlag:
