@@ -279,3 +279,17 @@ def test_clear_checkpoints(tmp_path):
     (tmp_path / "ck" / "step-0000001").mkdir(parents=True)
     TR.clear_checkpoints(str(tmp_path / "ck"))
     assert (tmp_path / "ck").is_dir() and not any((tmp_path / "ck").iterdir())
+
+
+def test_bf16_pure_tracks_autocast_and_keeps_fp32_master(bpe_tok, data, tmp_path):
+    """bf16-pure (bf16 compute copy, fp32 master weights) follows the bf16-autocast curve closely,
+    and the returned/saved model keeps fp32 weights that moved from the initial ones."""
+    p = tiny_pretrain_params(max_steps=8, log_every=1, lr=0.01, warmup_steps=2)
+    _, h_auto, _ = run(bpe_tok, data, replace(p, mixed_precision="bf16"), tmp_path / "a")
+    model, h_pure, s = run(bpe_tok, data, replace(p, mixed_precision="bf16-pure"), tmp_path / "b")
+    assert s["mixed_precision"] == "bf16-pure"
+    assert all(t.dtype == torch.float32 for t in model.state_dict().values() if t.is_floating_point())
+    assert not same_weights(model, fresh_model(bpe_tok))
+    np.testing.assert_allclose([r["loss"] for r in h_pure.train], [r["loss"] for r in h_auto.train],
+                               rtol=0.05, atol=0.05)
+    assert h_pure.train[-1]["loss"] < h_pure.train[0]["loss"]
