@@ -147,7 +147,7 @@ class Checkpoints:
     def __init__(self, root: str, fp: str, keep: int):
         self.root, self.fp, self.keep = Path(root), fp, keep
 
-    def save(self, step: int, model, optimizer) -> Path:
+    def save(self, step: int, model, optimizer, extra: dict | None = None) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / f"step-{step:07d}"
         tmp = self.root / f".step-{step:07d}.tmp-{os.getpid()}"
@@ -157,7 +157,7 @@ class Checkpoints:
         save_file(_untie(state), tmp / "model.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         with open(tmp / "state.json", "w", encoding="utf-8") as fh:
-            json.dump({"step": step, "fingerprint": self.fp}, fh)
+            json.dump({"step": step, "fingerprint": self.fp, **(extra or {})}, fh)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in self.complete()[:-self.keep]:
@@ -242,6 +242,8 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
     if found:
         start, d = found
         Checkpoints.load(d, model, optimizer)
+        with open(d / "state.json", encoding="utf-8") as fh:
+            resumed = json.load(fh)
         log.info("resuming from %s (step %d of %d)", d, start, total)
     bf16 = Bf16Weights(model) if pure else None
     wrapper = SparseMLM(bf16.work if pure else model, sparse=p.sparse_head)
@@ -253,7 +255,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
         sched.step()
 
     val_masks = fixed_masks(val_data[:p.eval_blocks], masker, p.mlm_probability, seed=seed + 1)
-    hist = History()
+    hist = History(**resumed["history"]) if found and "history" in resumed else History()
     stop = _StopFlag()
     handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     main = accelerator.is_main_process
@@ -264,6 +266,8 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
         bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30)
     tokens_seen, train_time, window_loss, window_tokens, peak_rss = 0, 0.0, 0.0, 0, 0
+    if found:  # the curves and totals cover the whole run, not only the part after the resume
+        tokens_seen, train_time = resumed.get("tokens_seen", 0), resumed.get("train_time", 0.0)
     model.train()
     try:
         for step in range(start, total):
@@ -310,8 +314,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
             if done % p.log_every == 0 or done == total:
                 loss = window_loss / max(window_tokens, 1)
                 tps = tokens_seen / max(train_time, 1e-9)
-                hist.train.append({"step": done, "loss": round(loss, 5), "lr": sched.get_last_lr()[0],
-                                   "tokens_per_s": round(tps, 1)})
+                hist.train.append({"step": done, "loss": round(loss, 5), "lr": sched.get_last_lr()[0]})
                 if main:
                     log.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f", done, total, loss,
                              sched.get_last_lr()[0], tps)
@@ -327,10 +330,10 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
                 bar.set_postfix(refresh=False, loss=f"{step_loss / max(count, 1):.3f}",
                                 tok_s=f"{tokens_seen / max(train_time, 1e-9):.0f}")
             if done % p.checkpoint_every == 0 and done < total and main:
-                ckpt.save(done, model, optimizer)
+                ckpt.save(done, model, optimizer, _progress(hist, tokens_seen, train_time))
             if stop.signal is not None and done < total:
                 if main:
-                    d = ckpt.save(done, model, optimizer)
+                    d = ckpt.save(done, model, optimizer, _progress(hist, tokens_seen, train_time))
                     log.warning("interrupted at step %d; checkpoint written to %s", done, d)
                 accelerator.wait_for_everyone()
                 raise Interrupted(f"pretrain interrupted by signal {stop.signal} at step {done}/{total}; "
@@ -352,6 +355,10 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
     if accelerator.device.type == "cuda":
         summary["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return model, hist, summary
+
+
+def _progress(hist: History, tokens_seen: int, train_time: float) -> dict:
+    return {"history": asdict(hist), "tokens_seen": tokens_seen, "train_time": train_time}
 
 
 class _StopFlag:

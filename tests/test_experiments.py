@@ -1,0 +1,210 @@
+"""The README's experiment workflow on a tiny repo: `dvc exp run -S`, `dvc exp show`,
+`dvc params diff` / `dvc metrics diff` against HEAD, and a queued grid run by `dvc queue start`.
+
+One repo for the module (the pipeline run once and committed); the tests run in file order.
+
+Known problem, pinned by test_grid_reruns_only_evaluate: dvc.yaml declares ``data/checkpoints``
+as a ``persist: true, cache: false`` out of pretrain. A queued experiment runs in a fresh temporary
+workspace, where that empty directory does not exist, so DVC counts pretrain as changed and
+retrains the model for every grid point, even one that only changes an evaluate param
+(``persist`` also keeps pretrain out of DVC's run cache). The test is an expected failure while
+dvc.yaml declares it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+
+import pytest
+import yaml
+
+from pipeline_repo import STAGES, PipelineRepo, make_repo, stages_run
+
+pytestmark = pytest.mark.slow
+
+LR = 0.005
+GRID_SEEDS = (1, 2)
+QUEUE_TIMEOUT_S = 600
+# (metrics file, key) that `dvc exp show` must have a column for
+METRIC_COLUMNS = (("metrics/eval.json", "perplexity"), ("metrics/eval.json", "top1_accuracy"),
+                  ("metrics/train.json", "tokens_per_s"), ("metrics/train.json", "train_time_s"),
+                  ("metrics/model.json", "params_total"))
+
+
+def ok(result: tuple[int, str, str], what: str) -> str:
+    rc, out, err = result
+    assert rc == 0, f"{what} failed ({rc}):\n{out[-3000:]}\n{err[-3000:]}"
+    return out
+
+
+def checkpoints_is_an_out(repo: PipelineRepo) -> bool:
+    """Whether dvc.yaml declares paths.checkpoints as an output of pretrain (see the docstring)."""
+    stages = yaml.safe_load((repo.path / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    outs = stages["pretrain"].get("outs", [])
+    return any((next(iter(o)) if isinstance(o, dict) else o) == "${paths.checkpoints}" for o in outs)
+
+
+def exp_rows(show: list) -> dict[str, dict]:
+    """{name: data} for the baseline commit and every experiment in `dvc exp show --json`."""
+    rows: dict[str, dict] = {}
+    for commit in show:
+        if commit.get("rev") != "workspace" and commit.get("data"):
+            rows[commit.get("name") or commit["rev"]] = commit["data"]
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                if rev.get("data"):
+                    rows[rev.get("name") or exp.get("name")] = rev["data"]
+    return rows
+
+
+class Exp:
+    def __init__(self, repo: PipelineRepo, name: str, out: str):
+        self.repo, self.name, self.out = repo, name, out
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> PipelineRepo:
+    repo = make_repo(tmp_path_factory.mktemp("experiments") / "repo")
+    assert stages_run(ok(repo.repro(), "dvc repro")) == list(STAGES)
+    ok(repo.git("add", "-A"), "git add")
+    ok(repo.git("commit", "-q", "-m", "pipeline run"), "git commit")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def lr_exp(repo: PipelineRepo) -> Exp:
+    assert ok(repo.git("status", "--porcelain"), "git status") == ""  # a clean checkout
+    out = ok(repo.dvc("exp", "run", "-S", f"pretrain.lr={LR}"), "dvc exp run")
+    names = re.findall(r"^Ran experiment\(s\): (\S+)", out, re.M)
+    assert len(names) == 1, out
+    return Exp(repo, names[0], out)
+
+
+def test_exp_run_from_clean_checkout(lr_exp: Exp):
+    assert stages_run(lr_exp.out) == ["pretrain", "evaluate", "fill_mask_report"], lr_exp.out
+    assert lr_exp.repo.params()["pretrain"]["lr"] == LR  # applied to the workspace
+
+
+def test_exp_show_json_columns(lr_exp: Exp):
+    rows = exp_rows(json.loads(ok(lr_exp.repo.dvc("exp", "show", "--json"), "dvc exp show --json")))
+    assert {"main", lr_exp.name} <= set(rows), sorted(rows)
+    for name, lr in (("main", 0.002), (lr_exp.name, LR)):
+        data = rows[name]
+        assert data["params"]["params.yaml"]["data"]["pretrain"]["lr"] == lr
+        for path, key in METRIC_COLUMNS:
+            assert isinstance(data["metrics"][path]["data"][key], (int, float)), (name, path, key)
+    base, exp = (rows[n]["metrics"]["metrics/eval.json"]["data"] for n in ("main", lr_exp.name))
+    assert base["perplexity"] != exp["perplexity"]
+
+
+def test_exp_show_csv_columns(lr_exp: Exp):
+    text = ok(lr_exp.repo.dvc("exp", "show", "--csv"), "dvc exp show --csv")
+    table = list(csv.DictReader(io.StringIO(text)))
+    header = set(table[0])
+    # unique names are shown bare; a key found in two metrics files would be shown as "path:key"
+    assert {key for _, key in METRIC_COLUMNS} | {"pretrain.lr"} <= header, sorted(header)
+    by_name = {row["Experiment"] or row["rev"]: row for row in table}
+    assert float(by_name[lr_exp.name]["pretrain.lr"]) == LR
+    assert float(by_name["main"]["pretrain.lr"]) == 0.002
+
+
+def test_params_diff(lr_exp: Exp):
+    diff = json.loads(ok(lr_exp.repo.dvc("params", "diff", "HEAD", lr_exp.name, "--json"), "dvc params diff"))
+    assert list(diff) == ["params.yaml"] and list(diff["params.yaml"]) == ["pretrain.lr"], diff
+    lr = diff["params.yaml"]["pretrain.lr"]
+    assert (lr["old"], lr["new"]) == (0.002, LR) and lr["diff"] == pytest.approx(LR - 0.002)
+    text = ok(lr_exp.repo.dvc("params", "diff", "HEAD", lr_exp.name), "dvc params diff")
+    assert re.search(r"pretrain\.lr\s+0\.002\s+0\.005", text), text
+
+
+def test_metrics_diff(lr_exp: Exp):
+    repo = lr_exp.repo
+    changed = json.loads(ok(repo.dvc("metrics", "diff", "HEAD", lr_exp.name, "--json"), "dvc metrics diff"))
+    # a new learning rate changes training and evaluation, never the data or the initial model
+    assert {"metrics/eval.json", "metrics/train.json"} <= set(changed), changed
+    assert not {"metrics/corpus.json", "metrics/tokenizer.json", "metrics/tokenized.json",
+                "metrics/model.json"} & set(changed), changed
+    head_eval = json.loads(ok(repo.git("show", "HEAD:metrics/eval.json"), "git show"))
+    ppl = changed["metrics/eval.json"]["perplexity"]
+    assert ppl["old"] == head_eval["perplexity"] and ppl["new"] != ppl["old"]
+    assert ppl["diff"] == pytest.approx(ppl["new"] - ppl["old"])
+
+    every = json.loads(ok(repo.dvc("metrics", "diff", "--all", "HEAD", lr_exp.name, "--json"), "dvc metrics diff"))
+    for path, key in METRIC_COLUMNS:
+        assert key in every[path], (path, key)
+    assert every["metrics/model.json"]["params_total"]["diff"] == 0
+
+
+class Grid:
+    def __init__(self, repo: PipelineRepo, names: list[str], status: str, logs: dict[str, str]):
+        self.repo, self.names, self.status, self.logs = repo, names, status, logs
+
+
+def _queue_status(repo: PipelineRepo) -> str:
+    return ok(repo.dvc("queue", "status"), "dvc queue status")
+
+
+def _stop_workers(repo: PipelineRepo, timeout: float = 90) -> None:
+    repo.dvc("queue", "stop")
+    deadline = time.monotonic() + timeout
+    while "0 active, 0 idle" not in _queue_status(repo):
+        if time.monotonic() > deadline:
+            repo.dvc("queue", "stop", "--kill")
+            pytest.fail(f"the dvc queue worker did not stop:\n{_queue_status(repo)}")
+        time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def grid(lr_exp: Exp) -> Grid:
+    """`dvc exp run --queue -S evaluate.seed=1,2` from HEAD, run by `dvc queue start -j 1`."""
+    repo = lr_exp.repo
+    ok(repo.git("checkout", "--", "."), "git checkout")  # back to HEAD from the applied experiment
+    ok(repo.dvc("checkout"), "dvc checkout")
+    seeds = ",".join(map(str, GRID_SEEDS))
+    out = ok(repo.dvc("exp", "run", "--queue", "-S", f"evaluate.seed={seeds}"), "dvc exp run --queue")
+    names = re.findall(r"^Queued experiment '([^']+)'", out, re.M)
+    assert len(names) == len(GRID_SEEDS), out
+    try:
+        ok(repo.dvc("queue", "start", "-j", "1"), "dvc queue start")
+        deadline = time.monotonic() + QUEUE_TIMEOUT_S
+        while True:
+            status = _queue_status(repo)
+            states = {n: re.search(rf"\b{re.escape(n)}\b.*\s(\w+)\s*$", status, re.M) for n in names}
+            if all(m and m.group(1) in ("Success", "Failed") for m in states.values()):
+                break
+            assert time.monotonic() < deadline, f"the queue did not finish in {QUEUE_TIMEOUT_S} s:\n{status}"
+            time.sleep(3)
+        logs = {n: repo.dvc("queue", "logs", n)[1] for n in names}
+    finally:
+        _stop_workers(repo)
+    return Grid(repo, names, status, logs)
+
+
+def test_grid_produces_two_experiments(grid: Grid):
+    assert "Failed" not in grid.status, grid.status + "\n".join(grid.logs.values())
+    rows = exp_rows(json.loads(ok(grid.repo.dvc("exp", "show", "--json"), "dvc exp show --json")))
+    head_eval = grid.repo.read_json("metrics/eval.json")
+    model_hash = rows["main"]["outs"]["data/model"]["hash"]
+    evals = {}
+    for name in grid.names:
+        data = rows[name]
+        params = data["params"]["params.yaml"]["data"]
+        assert params["pretrain"]["lr"] == 0.002  # queued from HEAD, not from the applied lr experiment
+        assert data["outs"]["data/model"]["hash"] == model_hash  # the committed model, evaluated again
+        evals[params["evaluate"]["seed"]] = data["metrics"]["metrics/eval.json"]["data"]
+    assert sorted(evals) == list(GRID_SEEDS)
+    # another masking seed: another evaluation of the same model
+    assert evals[1] != evals[2] and head_eval not in evals.values()
+    assert all(ev["perplexity"] > 0 for ev in evals.values())
+
+
+def test_grid_reruns_only_evaluate(grid: Grid, request):
+    if checkpoints_is_an_out(grid.repo):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "dvc.yaml declares data/checkpoints (persist: true, cache: false) as an out of pretrain: it is "
+            "missing in the queue's temporary workspace, so every queued experiment retrains the model")))
+    for name, log in grid.logs.items():
+        assert stages_run(log) == ["evaluate"], f"{name}:\n{log[-3000:]}"
