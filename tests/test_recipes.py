@@ -397,23 +397,13 @@ def _row_id(cell: str) -> str:
 
 
 README_ROWS = {_row_id(cell): overrides for cell, overrides in readme_recipe_rows()}
-_GPU_BUG = ("README bug: model.preset is not a key of params.yaml, so `dvc exp run -S model.preset=base` is "
-            "refused (Hydra struct mode); it needs `-S +model.preset=base`, or `preset: null` in params.yaml")
-
-
 def test_readme_rows_are_the_tested_recipes():
     assert set(RECIPES) <= set(README_ROWS), README_ROWS
     for name, overrides in RECIPES.items():
         assert README_ROWS[name] == [o.format(ckpt="path/to/checkpoint") for o in overrides], name
 
 
-def _known_bad(row: str):
-    from dvc.exceptions import InvalidArgumentError
-
-    return pytest.mark.xfail(row == "gpu", reason=_GPU_BUG, raises=InvalidArgumentError, strict=True)
-
-
-@pytest.mark.parametrize("row", [pytest.param(r, marks=_known_bad(r)) for r in README_ROWS])
+@pytest.mark.parametrize("row", list(README_ROWS))
 def test_readme_row_overrides_give_valid_params(row, tmp_path):
     """Apply a row's overrides to params.yaml exactly as `dvc exp run -S` does; every section must parse."""
     from dvc.utils.hydra import apply_overrides

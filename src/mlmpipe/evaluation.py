@@ -31,7 +31,7 @@ def fixed_masks(examples, masker: Masker, prob: float, seed: int, passes: int = 
     for p in range(passes):
         for i, ex in enumerate(examples):
             ids = torch.as_tensor(np.asarray(ex, dtype=np.int64)).unsqueeze(0)
-            x, y = masker(ids, prob, generator(seed, p, i))
+            x, y = masker(ids, prob, generator(seed, p, i), ensure_one=False)  # no forced mask per example
             inputs.append(x[0].numpy())
             labels.append(y[0].numpy())
     return FixedMasks(inputs, labels)

@@ -36,7 +36,7 @@ class Masker:
 
         return cls(tok.mask_token_id, len(tok), tok.all_special_ids, word_start_table(tok) if whole_word else None)
 
-    def select(self, ids: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
+    def select(self, ids: torch.Tensor, prob: float, g: torch.Generator, ensure_one: bool = True) -> torch.Tensor:
         """Bool tensor of positions to predict; special and padding tokens are never chosen."""
         special = self.special[ids]
         r = torch.rand(ids.shape, generator=g)
@@ -48,10 +48,11 @@ class Masker:
             word = torch.cumsum(starts, dim=1) - 1  # word index of every token within its row
             r = r.gather(1, word)  # every piece of a word shares the word's random number
         chosen = (r < prob) & ~special
-        if not chosen.any():  # tiny batches: keep the loss defined
-            free = (~special).flatten().nonzero()
+        if ensure_one and not chosen.any():  # tiny training batches: keep the loss defined
+            free = (~special).flatten().nonzero().flatten()
             if len(free):
-                chosen.view(-1)[free[0]] = True
+                pick = free[torch.randint(len(free), (1,), generator=g)]
+                chosen.view(-1)[pick] = True
         return chosen
 
     def apply(self, ids: torch.Tensor, chosen: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,8 +64,9 @@ class Masker:
         inputs = torch.where(chosen & (r >= 0.8) & (r < 0.9), rand_tok, inputs)
         return inputs, labels
 
-    def __call__(self, ids: torch.Tensor, prob: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.apply(ids, self.select(ids, prob, g), g)
+    def __call__(self, ids: torch.Tensor, prob: float, g: torch.Generator,
+                 ensure_one: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.apply(ids, self.select(ids, prob, g, ensure_one), g)
 
 
 def pad_batch(seqs: list[np.ndarray], pad_id: int, multiple: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
