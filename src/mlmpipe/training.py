@@ -137,7 +137,7 @@ def resolve_precision(requested: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     # CPU: pure-bf16 compute with fp32 master weights where the CPU has native bf16 (AVX-512 BF16 / AMX);
-    # it avoids autocast's casts between every op, about 1.5-2x faster than bf16 autocast here.
+    # it avoids autocast's casts between ops (measured ~5% faster than bf16 autocast on a 4x256 ModernBERT).
     return "bf16-pure" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
 
 
