@@ -110,12 +110,12 @@ class SignalAt(Masker):
     def interrupt(self):
         os.kill(os.getpid(), signal.SIGINT)
 
-    def __call__(self, ids, prob, g):
+    def __call__(self, ids, prob, g, ensure_one=True):
         if ids.shape[0] > 1:
             self.steps += 1
             if self.steps == self.at:
                 self.interrupt()
-        return super().__call__(ids, prob, g)
+        return super().__call__(ids, prob, g, ensure_one)
 
 
 class CrashAt(SignalAt):
