@@ -57,7 +57,14 @@ class SparseMLM(torch.nn.Module):
         hidden = encoder_hidden(self.model, input_ids, attention_mask)
         sel = labels != IGNORE
         if self.sparse:
-            logits, target = mlm_logits(self.model, hidden[sel]), labels[sel]
+            # Gather the masked positions, padded to a multiple of 64 with ignored targets: the number of
+            # masked tokens changes every step, and a handful of shapes keeps the allocator's cache small.
+            idx = sel.flatten().nonzero().squeeze(1)
+            n = idx.numel()
+            idx = F.pad(idx, (0, -(-n // 64) * 64 - n))
+            target = labels.flatten()[idx]
+            target[n:] = IGNORE
+            logits = mlm_logits(self.model, hidden.flatten(0, 1)[idx])
         else:
             logits, target = mlm_logits(self.model, hidden).flatten(0, 1), labels.flatten()
         return F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
