@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -216,8 +217,15 @@ def global_batches(n: int, batch: int, seed: int, step: int) -> np.ndarray:
     """Example indices of optimizer step ``step``: a seeded permutation per epoch, last partial batch dropped."""
     per_epoch = n // batch
     epoch, pos = divmod(step, per_epoch)
+    return _epoch_permutation(n, seed, epoch)[pos * batch:(pos + 1) * batch]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """Computed once per epoch instead of every step (it costs O(n): 390 ms at 10M blocks)."""
     perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return perm[pos * batch:(pos + 1) * batch]
+    perm.flags.writeable = False
+    return perm
 
 
 def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int, checkpoint_dir: str,
