@@ -15,12 +15,16 @@ from pipeline_repo import make_repo, tiny_params
 
 pytestmark = pytest.mark.slow
 
-STEPS, EVERY = 24, 3
+STEPS, EVERY = 60, 4
+KILL_AT = (4, 16, 32)  # each kill leaves most of the run ahead, so a fast machine cannot finish first
 
 
 def params():
-    return tiny_params(pretrain={"max_steps": STEPS, "checkpoint_every": EVERY, "keep_checkpoints": 2,
-                                 "log_every": 3, "eval_every": 12, "mixed_precision": "no"})
+    # A model a little larger than the tiny default, so a step takes milliseconds, not a fraction of one.
+    return tiny_params(model={"layers": 2, "hidden": 64, "heads": 2, "intermediate": 128},
+                       tokenize_group={"block_size": 64},
+                       pretrain={"max_steps": STEPS, "checkpoint_every": EVERY, "keep_checkpoints": 2,
+                                 "log_every": 4, "eval_every": 20, "mixed_precision": "no", "batch_size": 16})
 
 
 def sha(path: Path) -> str:
@@ -34,8 +38,14 @@ def newest_step(repo) -> int:
 
 
 def pretrain_process(dvc: subprocess.Popen):
+    """The Python process running the stage: not the shell that dvc may start it through (a shell that
+    does not exec its command would take the signal and leave Python training on)."""
     for child in psutil.Process(dvc.pid).children(recursive=True):
-        if any("stages/pretrain.py" in part for part in child.cmdline()):
+        try:
+            cmd = child.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if "stages/pretrain.py" in cmd and "python" in Path(cmd[0]).name:
             return child
     return None
 
@@ -49,8 +59,11 @@ def run_until_checkpoint(repo, at_least: int, sig: int):
         while newest_step(repo) < at_least:
             assert dvc.poll() is None, f"dvc repro ended before step {at_least}: {dvc.communicate()[1][-2000:]}"
             assert time.time() < deadline, "no checkpoint in time"
-            time.sleep(0.05)
+            time.sleep(0.01)
         proc = pretrain_process(dvc)
+        while proc is None and time.time() < deadline:  # the checkpoint came from this run's process
+            time.sleep(0.01)
+            proc = pretrain_process(dvc)
         assert proc is not None
         proc.send_signal(sig)
         out, err = dvc.communicate(timeout=120)
@@ -66,7 +79,7 @@ def test_sigkill_three_times_then_resume_matches_uninterrupted(tmp_path):
     assert rc == 0, err[-2000:]
 
     repo = make_repo(tmp_path / "killed", params())
-    for at in (3, 9, 18):  # three kills at different steps; each run resumes from the last checkpoint
+    for at in KILL_AT:  # three kills at different steps; each run resumes from the last checkpoint
         rc, out, err = run_until_checkpoint(repo, at, signal.SIGKILL)
         assert rc != 0
         assert not (repo.path / "data" / "model").exists()  # no half-written model for DVC to cache
@@ -75,7 +88,7 @@ def test_sigkill_three_times_then_resume_matches_uninterrupted(tmp_path):
     assert rc == 0, err[-2000:]
     assert "resuming from" in err
     train = repo.read_json("metrics/train.json")
-    assert train["steps"] == STEPS and train["resumed_from_step"] >= 18
+    assert train["steps"] == STEPS and train["resumed_from_step"] >= KILL_AT[-1]
     assert sha(repo.path / "data/model/model.safetensors") == sha(ref.path / "data/model/model.safetensors")
     for name in ("eval.json", "fill_mask.json", "curve_train.csv", "curve_val.csv"):
         assert (repo.path / "metrics" / name).read_bytes() == (ref.path / "metrics" / name).read_bytes(), name
