@@ -13,11 +13,15 @@ def main() -> None:
 
     tok = tokenizer.load(paths.tokenizer)
     tokenizer.check_family(tokenizer.kind_of(tok), m.family)
+    if m.next_sentence != (tg.mode == "sentence_pairs"):
+        raise M.ModelError(f"model.next_sentence = {str(m.next_sentence).lower()} with tokenize_group.mode = "
+                           f"{tg.mode!r}: next-sentence prediction trains on sentence pairs; set both "
+                           f"(next_sentence: true, mode: sentence_pairs) or neither")
     if p.init == "scratch":
         model = M.build_scratch(m, tok, tg.block_size, seed)
     else:
         model = M.load_pretrained(p.checkpoint, m.family, tok, tg.block_size, p.resize_embeddings,
-                                  p.trust_remote_code)
+                                  p.trust_remote_code, m.next_sentence)
     with atomic_dir(paths.model_init) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
     info = {"init": p.init, "checkpoint": p.checkpoint, "preset": m.preset, **M.describe(model)}

@@ -8,20 +8,20 @@ from mlmpipe.outputs import write_json, write_text
 
 def main() -> None:
     paths, p = params("paths", "evaluate")
-    from transformers import AutoModelForMaskedLM  # heavy imports only after the params are valid
-
-    from mlmpipe import evaluation, grouping, tokenizer
+    from mlmpipe import evaluation, grouping, tokenizer  # heavy imports only after the params are valid
     from mlmpipe.masking import Masker
+    from mlmpipe.model import load
 
     tok = tokenizer.load(paths.model)
     val = grouping.load_blocks(Path(paths.tokenized) / "validation")[:p.max_blocks]
     ranks = evaluation.token_ranks(grouping.load_blocks(Path(paths.tokenized) / "train"), len(tok))
-    masks = evaluation.fixed_masks(val, Masker.from_tokenizer(tok), p.mlm_probability, p.seed, p.passes)
-    model = AutoModelForMaskedLM.from_pretrained(paths.model, use_safetensors=True)
+    pairs = grouping.load_pairs(Path(paths.tokenized) / "validation")  # next-sentence labels, if any
+    masks = evaluation.fixed_masks(val, Masker.from_tokenizer(tok), p.mlm_probability, p.seed, p.passes, pairs)
+    model = load(paths.model)
     out = evaluation.masked_lm_eval(model, masks, p.batch_size, tok.pad_token_id, token_rank=ranks)
     buckets = out.pop("by_frequency")
     if p.baseline:
-        init = AutoModelForMaskedLM.from_pretrained(paths.model_init, use_safetensors=True)
+        init = load(paths.model_init)
         base = evaluation.masked_lm_eval(init, masks, p.batch_size, tok.pad_token_id)
         out.update({f"before_{k}": v for k, v in base.items() if k != "masked_tokens"})
     write_json(Path(paths.metrics) / "eval.json", {"examples": len(val), **out})

@@ -15,22 +15,21 @@ def csv_text(rows: list[dict]) -> str:
 
 def main() -> None:
     seed, paths, p = params("seed", "paths", "pretrain")
-    from transformers import AutoModelForMaskedLM  # heavy imports only after the params are valid
-
-    from mlmpipe import grouping, tokenizer, training
+    from mlmpipe import grouping, tokenizer, training  # heavy imports only after the params are valid
     from mlmpipe.masking import Masker
-    from mlmpipe.model import input_names
+    from mlmpipe.model import input_names, load
 
     tok = tokenizer.load(paths.tokenizer)
-    train_data = grouping.load_blocks(Path(paths.tokenized) / "train")
-    val_data = grouping.load_blocks(Path(paths.tokenized) / "validation")
+    train_dir, val_dir = Path(paths.tokenized) / "train", Path(paths.tokenized) / "validation"
+    train_data, val_data = grouping.load_blocks(train_dir), grouping.load_blocks(val_dir)
     with open(Path(paths.tokenized) / "meta.json", encoding="utf-8") as fh:
         block_size = json.load(fh)["block_size"]
-    model = AutoModelForMaskedLM.from_pretrained(paths.model_init, use_safetensors=True)
+    model = load(paths.model_init)
     fp = training.fingerprint(p, paths.model_init, train_data)
     masker = Masker.from_tokenizer(tok, whole_word=p.whole_word)
     model, hist, summary = training.train(model, train_data, val_data, masker, p, seed, tok.pad_token_id,
-                                          paths.checkpoints, fp)
+                                          paths.checkpoints, fp, train_pairs=grouping.load_pairs(train_dir),
+                                          val_pairs=grouping.load_pairs(val_dir))
     import accelerate
     if accelerate.PartialState().is_main_process:
         tok.model_max_length = block_size

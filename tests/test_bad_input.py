@@ -5,6 +5,8 @@ stages have already run, runs one stage script directly (`python stages/<name>.p
 a non-zero exit; stderr's last non-empty line starts with `error:` and names the parameter or
 file and the bad value; no Python traceback; data/ and metrics/ exactly as before (same files,
 same bytes, no leftover temporary directories). params.yaml is restored after every case.
+A case may first make a bad file (a truncated checkpoint) or run its stage under a file-size limit
+(`ulimit -f`: a write fails as on a full disk).
 
 The repo is a BERT + WordPiece variant, so the pretrained-checkpoint cases can use tiny BERT
 checkpoints made here (max_position_embeddings 16; a vocabulary unlike the tokenizer's).
@@ -20,7 +22,7 @@ from typing import Any, Callable, NamedTuple
 
 import pytest
 
-from pipeline_repo import PipelineRepo, last_line, make_repo, tiny_corpus_text, tiny_params
+from pipeline_repo import VENV_BIN, PipelineRepo, last_line, make_repo, tiny_corpus_text, tiny_params
 
 # Stages run directly, in order, to give the cases their inputs (pretrain with few steps).
 SETUP_STAGES = ("fetch_corpus", "train_tokenizer", "tokenize_group", "build_model", "pretrain")
@@ -33,6 +35,8 @@ class Case(NamedTuple):
     expect: tuple  # substrings of the error line (str, or a function of the context)
     raw_params: str | None = None  # write this text as params.yaml instead of changes
     env: dict | None = None
+    prepare: Callable[["Ctx"], Callable[[], None]] | None = None  # makes a bad file; returns its cleanup
+    file_size_kb: int | None = None  # `ulimit -f`: writing a larger file fails as on a full disk
 
 
 class Ctx(NamedTuple):
@@ -124,6 +128,27 @@ def ctx(tmp_path_factory):
 
 WRONG_SHA = "0" * 64
 
+
+def _truncated_checkpoint(c: "Ctx") -> Callable[[], None]:
+    """A checkpoint that pretrain would resume (it matches the params, initial weights and data), with
+    its weights file cut in half, as a crash during a copy or a full disk would leave it."""
+    import shutil
+
+    from mlmpipe import grouping, training
+    from mlmpipe import params as P
+    from mlmpipe.model import load
+
+    repo = c.repo
+    paths, p = P.section(repo.params(), "paths"), P.section(repo.params(), "pretrain")
+    init = str(repo.path / paths.model_init)
+    fp = training.fingerprint(p, init, grouping.load_blocks(repo.path / paths.tokenized / "train"))
+    model = load(init)
+    ckpt = training.Checkpoints(str(repo.path / paths.checkpoints), fp, 2)
+    d = ckpt.save(1, model, training.make_optimizer(model, p, "cpu"))
+    f = d / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return lambda: shutil.rmtree(repo.path / paths.checkpoints, ignore_errors=True)
+
 CASES = {
     "unknown_param_key": Case("train_tokenizer", {"train_tokenizer.vocab": 100},
                               ("train_tokenizer.vocab", "unknown key")),
@@ -170,6 +195,16 @@ CASES = {
         "fill_mask_report",
         {"fill_mask_report.prompts": [{"text": "The baker sold <mask> warm coat. " + "A quiet student " * 20}]},
         ("fill_mask_report.prompts[0].text", "positions")),
+    "next_sentence_with_modernbert": Case("build_model", {"model.family": "modernbert", "model.next_sentence": True},
+                                          ("model.next_sentence = true", "model.family = 'modernbert'", "bert")),
+    "next_sentence_without_pairs": Case("build_model", {"model.next_sentence": True},
+                                        ("model.next_sentence = true", "tokenize_group.mode = 'group'",
+                                         "sentence_pairs")),
+    "truncated_checkpoint_on_resume": Case(
+        "pretrain", {}, ("data/checkpoints/step-0000001", "corrupt or truncated", "delete it"),
+        prepare=_truncated_checkpoint),
+    "disk_full_while_saving_model": Case("pretrain", {}, ("data/model", "disk is full", "file too large"),
+                                         file_size_kb=64),
     "params_not_yaml": Case("train_tokenizer", None, ("params.yaml", "not valid YAML", "line 3"),
                             raw_params="seed: 42\npaths: {corpus: data/corpus\nmodel: [1, 2\n"),
     "unknown_top_level_section": Case("fetch_corpus", {"pretraining": {"lr": 0.1}},
@@ -195,6 +230,7 @@ def test_bad_input(ctx: Ctx, name: str):
     case = CASES[name]
     repo = ctx.repo
     before_params = repo.params()
+    cleanup = case.prepare(ctx) if case.prepare else None
     before = _state(repo)
     try:
         if case.raw_params is not None:
@@ -202,9 +238,16 @@ def test_bad_input(ctx: Ctx, name: str):
         else:
             changes = case.changes(ctx) if callable(case.changes) else case.changes
             repo.set_params(changes)
-        rc, out, err = repo.stage(case.stage, env=case.env)
+        if case.file_size_kb is None:
+            rc, out, err = repo.stage(case.stage, env=case.env)
+        else:  # bash's ulimit for the stage only; Python ignores SIGXFSZ, so a write fails with EFBIG
+            rc, out, err = repo.run("bash", "-c", f"ulimit -f {case.file_size_kb} && exec \"$0\" \"$@\"",
+                                    str(VENV_BIN / "python"), f"stages/{case.stage}.py", env=case.env)
     finally:
         repo.write_params(before_params)
+        after = _state(repo)
+        if cleanup:
+            cleanup()
     line = last_line(err)
     print(f"{name}: {line}")
     detail = f"stage {case.stage}, rc {rc}, stderr tail:\n{err[-4000:]}"
@@ -214,7 +257,6 @@ def test_bad_input(ctx: Ctx, name: str):
     for want in case.expect:
         want = want(ctx) if callable(want) else want
         assert want in line, f"{want!r} not in the error line {line!r}"
-    after = _state(repo)
     assert after == before, (f"{case.stage} changed its outputs: added {sorted(set(after) - set(before))}, "
                              f"removed {sorted(set(before) - set(after))}, changed "
                              f"{sorted(k for k in set(after) & set(before) if after[k] != before[k])}")

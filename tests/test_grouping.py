@@ -164,3 +164,38 @@ def test_save_and_load_blocks(bpe_tok, corpus_dir, tmp_path):
     assert [r.tolist() for r in rows] == [list(x) for x in line["input_ids"]]
     G.clear_scratch(tmp_path / "g")
     assert not (tmp_path / "g").exists()
+
+
+def test_truncate_pair_trims_the_longer_segment():
+    assert G.truncate_pair(10, 5, 20) == (10, 5)
+    assert G.truncate_pair(30, 5, 20) == (15, 5)
+    assert G.truncate_pair(5, 30, 20) == (5, 15)
+    assert G.truncate_pair(30, 30, 20) == (10, 10)
+    assert sum(G.truncate_pair(31, 2, 17)) == 17
+
+
+def test_sentence_pairs_in_the_pipeline(wp_tok, corpus_dir, tmp_path):
+    """mode sentence_pairs: [CLS] A [SEP] B [SEP] with segment ids; B is A's successor (IsNext, 0) or a
+    random other document (NotNext, 1), about half each, the same pairs in every run."""
+    d, docs = corpus_dir
+    block = 48
+    ds = G.tokenize_split(d / "train.parquet", wp_tok, "sentence_pairs", block, 1, 1000, tmp_path / "s1")
+    again = G.tokenize_split(d / "train.parquet", wp_tok, "sentence_pairs", block, 1, 1000, tmp_path / "s2")
+    assert ds["input_ids"] == again["input_ids"] and ds._fingerprint == again._fingerprint
+    G.save_split(ds, tmp_path / "train")
+    ids = G.load_blocks(tmp_path / "train")
+    types, labels = G.load_pairs(tmp_path / "train")
+    assert len(ids) == len(types) == len(labels) == len(docs) - 1
+    plain = [wp_tok(doc, add_special_tokens=False)["input_ids"] for doc in docs]
+    cls, sep = wp_tok.cls_token_id, wp_tok.sep_token_id
+    for i, (x, t, label) in enumerate(zip(ids, types, labels)):
+        assert len(x) <= block and x[0] == cls and x[-1] == sep
+        a_end = int(np.flatnonzero(x == sep)[0])
+        a, b = list(x[1:a_end]), list(x[a_end + 1:-1])
+        assert (t[:a_end + 1] == 0).all() and (t[a_end + 1:] == 1).all()
+        assert plain[i][:len(a)] == a  # segment A is document i (trimmed)
+        if label == 0:
+            assert plain[i + 1][:len(b)] == b
+        else:  # some other document, neither A's nor its successor's
+            assert any(plain[j][:len(b)] == b for j in range(len(plain)) if j not in (i, i + 1))
+    assert 0.35 < labels.mean() < 0.65

@@ -5,7 +5,8 @@ Every recipe is the same seven stages with a params change, run here the way the
 params.yaml holds the tiny defaults (ModernBERT, byte-level BPE, 1 layer, block 32, 10 steps).
 
 1. RoBERTa from scratch (byte-level BPE, ``RobertaForMaskedLM``, positions = block_size + 2).
-2. BERT from scratch (WordPiece, lowercased, ``[CLS]``/``[SEP]``/``[MASK]``).
+2. BERT from scratch (WordPiece, lowercased, ``[CLS]``/``[SEP]``/``[MASK]``); and with BERT's second
+   objective, next-sentence prediction (``BertForPreTraining`` on sentence pairs).
 3. Domain adaptation: a tiny DistilBERT "pretrained" checkpoint is built first by running the pipeline
    (up to ``pretrain``) in repo A (a copy of the BERT run with model.family = distilbert); repo B, with
    a corpus on another topic, starts from A's ``data/model`` (model + tokenizer). Also the common
@@ -43,6 +44,8 @@ pytestmark = pytest.mark.slow
 RECIPES = {
     "roberta": ["model.family=roberta", "model.intermediate=1024"],
     "bert": ["model.family=bert", "train_tokenizer.kind=wordpiece", "train_tokenizer.lowercase=true"],
+    "bert_nsp": ["model.family=bert", "train_tokenizer.kind=wordpiece", "train_tokenizer.lowercase=true",
+                 "model.next_sentence=true", "tokenize_group.mode=sentence_pairs"],
     "adaptation": ["build_model.init=pretrained", "build_model.checkpoint={ckpt}", "train_tokenizer.from={ckpt}",
                    "model.family=distilbert"],
     "whole_word": ["pretrain.whole_word=true"],
@@ -148,6 +151,14 @@ def bert(tmp_path_factory) -> Run:
 
 
 @pytest.fixture(scope="module")
+def bert_nsp(tmp_path_factory, bert) -> Run:
+    """The NSP row on a copy of the BERT run: same corpus and tokenizer, so tokenize_group and after rerun."""
+    bert.check()
+    repo = copy_repo(bert.repo, tmp_path_factory.mktemp("recipe_bert_nsp") / "repo")
+    return exp_run(repo, RECIPES["bert_nsp"] + ["pretrain.max_steps=20"])
+
+
+@pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, bert) -> Path:
     """A small DistilBERT "pretrained" checkpoint (model + tokenizer): repo A's data/model.
 
@@ -215,7 +226,7 @@ def test_roberta_from_scratch(roberta: Run):
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. BERT from scratch (WordPiece, lowercased). NSP is not implemented, so not tested.
+# 2. BERT from scratch (WordPiece, lowercased), with and without next-sentence prediction
 
 
 def test_bert_from_scratch(bert: Run):
@@ -237,6 +248,40 @@ def test_bert_from_scratch(bert: Run):
     assert all(p == p.lower() for p in pieces[1:-1]), pieces
     assert_report_written(repo)
     assert_fill_mask_works(repo.path / "data/model", "[MASK]")
+
+
+def test_bert_with_next_sentence_prediction(bert_nsp: Run):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from mlmpipe.grouping import load_blocks, load_pairs
+
+    bert_nsp.check()
+    repo = bert_nsp.repo
+    assert stages_run(bert_nsp.out) == ["tokenize_group", "build_model", "pretrain", "evaluate", "fill_mask_report"]
+    assert repo.read_json("metrics/model.json")["architecture"] == "BertForPreTraining"
+    assert repo.read_json("metrics/tokenized.json")["mode"] == "sentence_pairs"
+
+    # [CLS] A [SEP] B [SEP], segment ids 0 then 1, about half the pairs NotNext.
+    tok = AutoTokenizer.from_pretrained(repo.path / "data/tokenizer")
+    ids = load_blocks(repo.path / "data/tokenized/train")
+    types, labels = load_pairs(repo.path / "data/tokenized/train")
+    assert len(ids) == len(types) == len(labels) > 20
+    block = repo.params()["tokenize_group"]["block_size"]
+    for x, t in zip(ids, types):
+        seps = np.flatnonzero(x == tok.sep_token_id)
+        assert x[0] == tok.cls_token_id and len(seps) == 2 and seps[1] == len(x) - 1 and len(x) <= block
+        assert (t[:seps[0] + 1] == 0).all() and (t[seps[0] + 1:] == 1).all()
+    assert 0.3 < labels.mean() < 0.7
+
+    weights = load_file(repo.path / "data/model/model.safetensors")
+    assert any(k.startswith("cls.seq_relationship") for k in weights)
+    ev = repo.read_json("metrics/eval.json")
+    assert 0.0 <= ev["nsp_accuracy"] <= 1.0 and "before_nsp_accuracy" in ev and ev["perplexity"] > 1
+    curve = (repo.path / "metrics/curve_train.csv").read_text().splitlines()
+    assert curve[0] == "step,loss,lr,nsp_loss" and len(curve) > 2
+    assert_report_written(repo)
+    assert_fill_mask_works(repo.path / "data/model", "[MASK]")  # the MLM half loads as BertForMaskedLM
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,7 +434,7 @@ def readme_recipe_rows() -> list[tuple[str, list[str]]]:
 
 
 def _row_id(cell: str) -> str:
-    for key, rid in (("RoBERTa", "roberta"), ("BERT from scratch", "bert"), ("domain adaptation", "adaptation"),
+    for key, rid in (("RoBERTa", "roberta"), ("next-sentence", "bert_nsp"), ("BERT from scratch", "bert"), ("domain adaptation", "adaptation"),
                      ("whole-word", "whole_word"), ("GPU", "gpu")):
         if key in cell:
             return rid

@@ -13,7 +13,7 @@ import torch
 from mlmpipe import grouping as G
 from mlmpipe import model as M
 from mlmpipe import training as TR
-from mlmpipe.masking import IGNORE, Masker, generator
+from mlmpipe.masking import IGNORE, Masker, generator, pad_batch
 from mlmpipe.training import Checkpoints, TrainingError
 
 from conftest import tiny_model_params, tiny_pretrain_params
@@ -293,3 +293,59 @@ def test_bf16_pure_tracks_autocast_and_keeps_fp32_master(bpe_tok, data, tmp_path
     np.testing.assert_allclose([r["loss"] for r in h_pure.train], [r["loss"] for r in h_auto.train],
                                rtol=0.05, atol=0.05)
     assert h_pure.train[-1]["loss"] < h_pure.train[0]["loss"]
+
+
+def test_next_sentence_objective_loss_is_bertforpretraining_loss(wp_tok, tmp_path):
+    """With sentence pairs and BertForPreTraining, the loss is BERT's: MLM mean + NSP mean (compared with
+    the model's own ``loss``), and both heads learn."""
+    from conftest import make_docs
+
+    docs = [np.asarray(wp_tok(d, add_special_tokens=False)["input_ids"], dtype=np.int32) for d in make_docs(90, 5)]
+    pairs = G.sentence_pairs(docs, wp_tok.cls_token_id, wp_tok.sep_token_id, 40, seed=1)
+    ids, types, labels = pairs["input_ids"], pairs["token_type_ids"], np.asarray(pairs["next_sentence_label"])
+    m = replace(tiny_model_params("bert"), next_sentence=True)
+    model = M.build_scratch(m, wp_tok, 40, seed=0)
+    assert type(model).__name__ == "BertForPreTraining" and M.has_nsp_head(model)
+
+    masker = Masker.from_tokenizer(wp_tok)
+    x, attn = pad_batch(ids[:6], wp_tok.pad_token_id)
+    t, _ = pad_batch(types[:6], 0)
+    xm, y = masker(x, 0.15, generator(3))
+    y[attn == 0] = IGNORE
+    nsp_y = torch.from_numpy(labels[:6].astype(np.int64))
+    model.eval()
+    ref = model(input_ids=xm, attention_mask=attn, token_type_ids=t, labels=y, next_sentence_label=nsp_y).loss
+    mlm_sum, nsp_sum = TR.SparseMLM(model)(xm, attn, y, t, nsp_y)
+    torch.testing.assert_close(mlm_sum / (y != IGNORE).sum() + nsp_sum / 6, ref, rtol=1e-5, atol=1e-5)
+
+    p = tiny_pretrain_params(max_steps=12, log_every=4, eval_every=12, lr=0.005)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model, hist, _ = TR.train(model, ids, ids[:16], masker, p, 42, wp_tok.pad_token_id, str(tmp_path / "ck"),
+                              "fp", show_progress=False, train_pairs=(types, labels),
+                              val_pairs=(types[:16], labels[:16]))
+    assert all(np.isfinite(r["nsp_loss"]) and r["nsp_loss"] > 0 for r in hist.train)
+    assert 0.0 <= hist.val[-1]["val_nsp_accuracy"] <= 1.0
+    after = model.state_dict()
+    assert not torch.equal(before["cls.seq_relationship.weight"], after["cls.seq_relationship.weight"])
+    with pytest.raises(TrainingError, match="sentence pairs"):  # an NSP model on data without pairs
+        TR.train(M.build_scratch(m, wp_tok, 40, seed=0), ids, ids[:4], masker, p, 42, wp_tok.pad_token_id,
+                 str(tmp_path / "ck2"), "fp", show_progress=False)
+
+
+def test_random_offsets_cut_the_stream_at_new_places(bpe_tok, data, tmp_path):
+    train, _ = data
+    idx = np.array([0, 3, 7])
+    a = TR.crop_blocks(train, idx, seed=1, step=0)
+    assert a.shape == (3, BLOCK)
+    flat = train.reshape(-1)
+    for row, i in zip(a, idx):  # a window of the token stream starting inside block i
+        starts = [s for s in range(i * BLOCK, (i + 1) * BLOCK) if np.array_equal(flat[s:s + BLOCK], row)]
+        assert starts
+    assert np.array_equal(a, TR.crop_blocks(train, idx, seed=1, step=0))  # seeded
+    assert not np.array_equal(a, TR.crop_blocks(train, idx, seed=1, step=1))
+    p = tiny_pretrain_params(max_steps=6, log_every=2, random_offsets=True)
+    m1, h1, _ = run(bpe_tok, data, p, tmp_path / "a")
+    m2, h2, _ = run(bpe_tok, data, p, tmp_path / "b")
+    assert h1.train == h2.train and same_weights(m1, m2)
+    _, h3, _ = run(bpe_tok, data, replace(p, random_offsets=False), tmp_path / "c")
+    assert h3.train != h1.train

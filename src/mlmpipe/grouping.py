@@ -24,7 +24,7 @@ class GroupingError(MlmpipeError):
     pass
 
 
-def _encode(texts: list[str], tokenizer, max_length: int | None) -> list[list[int]]:
+def _encode(texts: list[str], tokenizer, max_length: int | None, special: bool = True) -> list[list[int]]:
     backend = tokenizer.backend_tokenizer
     if max_length is not None or backend.truncation is not None or backend.padding is not None:
         # A copy: truncation/padding left in the tokenizer (tokenizer.json, or an earlier call) would cut or pad
@@ -34,12 +34,13 @@ def _encode(texts: list[str], tokenizer, max_length: int | None) -> list[list[in
         backend.no_truncation()
         if max_length is not None:
             backend.enable_truncation(max_length)
-    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=True)]
+    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=special)]
 
 
-def encode_batch(batch: dict, tokenizer, max_length: int | None) -> dict:
+def encode_batch(batch: dict, tokenizer, max_length: int | None, special: bool = True) -> dict:
     """``datasets.map`` function: one example of token ids per document (truncated if ``max_length``)."""
-    return {"input_ids": [np.asarray(x, dtype=np.int32) for x in _encode(batch["text"], tokenizer, max_length)]}
+    ids = _encode(batch["text"], tokenizer, max_length, special)
+    return {"input_ids": [np.asarray(x, dtype=np.int32) for x in ids]}
 
 
 def group_batch(batch: dict, tokenizer, block_size: int) -> dict:
@@ -82,16 +83,55 @@ def tokenize_split(parquet: Path, tokenizer, mode: str, block_size: int, num_pro
     lines = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
     docs = ds.map(encode_batch, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
                   remove_columns=ds.column_names, features=lines,
-                  fn_kwargs={"tokenizer": tokenizer, "max_length": block_size if mode == "line_by_line" else None},
+                  fn_kwargs={"tokenizer": tokenizer, "max_length": block_size if mode == "line_by_line" else None,
+                             "special": mode != "sentence_pairs"},
                   cache_file_name=str(scratch / f"{parquet.stem}-docs.arrow"), desc=f"tokenize {parquet.stem}",
                   new_fingerprint=fp)
     if mode == "line_by_line":
         return docs
+    if mode == "sentence_pairs":
+        pairs = sentence_pairs(load_blocks_from(docs), tokenizer.cls_token_id, tokenizer.sep_token_id, block_size,
+                               seed=int(fp, 16) % 2**32)
+        table = datasets.Dataset.from_dict(pairs, features=PAIR_FEATURES).data
+        return datasets.Dataset(table, fingerprint=fp + "-p")  # from content, like the other modes
     blocks = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"), length=block_size)})
     return docs.with_format("arrow").map(
         Grouper(block_size), batched=True, batch_size=batch_size, features=blocks,
         cache_file_name=str(scratch / f"{parquet.stem}-blocks.arrow"), desc=f"group {parquet.stem}",
         new_fingerprint=fp + "-g").with_format(None)
+
+
+PAIR_FEATURES = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32")),
+                                   "token_type_ids": datasets.Sequence(datasets.Value("int8")),
+                                   "next_sentence_label": datasets.Value("int8")})
+
+
+def truncate_pair(la: int, lb: int, budget: int) -> tuple[int, int]:
+    """Lengths that fit ``budget`` tokens, trimming the longer segment first (as BERT's truncate_seq_pair)."""
+    if la + lb <= budget:
+        return la, lb
+    a = min(la, max(budget // 2, budget - lb))
+    return a, min(lb, budget - a)
+
+
+def sentence_pairs(docs: list[np.ndarray], cls_id: int, sep_id: int, block_size: int, seed: int) -> dict:
+    """BERT's next-sentence examples: every document that has a successor becomes segment A; segment B is
+    that successor (label 0, IsNext) or, with probability 1/2, a random other document (label 1, NotNext).
+    ``[CLS] A [SEP] B [SEP]``, trimmed to ``block_size``; seeded, so the pairs are the same in every run."""
+    docs = [d for d in docs if len(d)]
+    rng = np.random.default_rng([seed, 0x4E5350])
+    ids, types, labels = [], [], []
+    n = len(docs)
+    for i in range(n - 1):
+        j, label = i + 1, 0
+        if n > 2 and rng.random() < 0.5:
+            k = int(rng.integers(0, n - 2))  # any document but i and its successor
+            j, label = (k if k < i else k + 2), 1
+        la, lb = truncate_pair(len(docs[i]), len(docs[j]), block_size - 3)
+        ids.append(np.concatenate([[cls_id], docs[i][:la], [sep_id], docs[j][:lb], [sep_id]]).astype(np.int32))
+        types.append(np.repeat(np.array([0, 1], dtype=np.int8), [la + 2, lb + 1]))
+        labels.append(label)
+    return {"input_ids": ids, "token_type_ids": types, "next_sentence_label": labels}
 
 
 def content_fingerprint(parquet: Path, tokenizer, *settings) -> str:
@@ -130,11 +170,25 @@ def clear_scratch(scratch: Path) -> None:
 
 def load_blocks(path: str | os.PathLike) -> list[np.ndarray] | np.ndarray:
     """Load a tokenized split: an ``(N, block_size)`` int32 array for ``group`` mode, or a list of
-    1-D arrays for ``line_by_line``."""
-    ds = datasets.load_from_disk(str(path))
-    col = ds.data.column("input_ids").combine_chunks()
+    1-D arrays for ``line_by_line`` and ``sentence_pairs``."""
+    return load_blocks_from(datasets.load_from_disk(str(path)))
+
+
+def load_blocks_from(ds: datasets.Dataset, column: str = "input_ids") -> list[np.ndarray] | np.ndarray:
+    col = ds.data.column(column).combine_chunks()
     if hasattr(col.type, "list_size"):
         return col.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False).reshape(-1, col.type.list_size)
-    values = col.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    values = col.values.to_numpy(zero_copy_only=False)
+    if column == "input_ids":
+        values = values.astype(np.int32, copy=False)
     offsets = col.offsets.to_numpy()
     return [values[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def load_pairs(path: str | os.PathLike) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """Segment ids and next-sentence labels of a ``sentence_pairs`` split; None for other modes."""
+    ds = datasets.load_from_disk(str(path))
+    if "next_sentence_label" not in ds.column_names:
+        return None
+    labels = ds.data.column("next_sentence_label").to_numpy().astype(np.int64)
+    return load_blocks_from(ds, "token_type_ids"), labels

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 import torch
-from transformers import (AutoConfig, AutoModelForMaskedLM, BertConfig, DistilBertConfig, ModernBertConfig,
-                          PreTrainedModel, RobertaConfig)
+from transformers import (AutoConfig, AutoModelForMaskedLM, AutoModelForPreTraining, BertConfig, DistilBertConfig,
+                          ModernBertConfig, PreTrainedModel, RobertaConfig)
 
 from .params import MlmpipeError
 
@@ -72,13 +72,25 @@ def make_config(m, tok, block_size: int):
 def build_scratch(m, tok, block_size: int, seed: int) -> PreTrainedModel:
     config = make_config(m, tok, block_size)
     torch.manual_seed(seed)
-    model = AutoModelForMaskedLM.from_config(config)
+    model = (AutoModelForPreTraining if m.next_sentence else AutoModelForMaskedLM).from_config(config)
     log.warning("init: SCRATCH - random weights for a %s model (%s)", m.family, type(model).__name__)
     return model
 
 
+def load(path: str, **kwargs) -> PreTrainedModel:
+    """A saved model with the heads it was saved with: BertForPreTraining keeps its next-sentence head."""
+    config = AutoConfig.from_pretrained(path, **kwargs)
+    nsp = "BertForPreTraining" in (getattr(config, "architectures", None) or ())
+    return (AutoModelForPreTraining if nsp else AutoModelForMaskedLM).from_pretrained(path, use_safetensors=True,
+                                                                                      **kwargs)
+
+
+def has_nsp_head(model: PreTrainedModel) -> bool:
+    return hasattr(getattr(model, "cls", None), "seq_relationship")
+
+
 def load_pretrained(path: str, family: str, tok, block_size: int, resize_embeddings: bool,
-                    trust_remote_code: bool) -> PreTrainedModel:
+                    trust_remote_code: bool, next_sentence: bool = False) -> PreTrainedModel:
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -88,7 +100,8 @@ def load_pretrained(path: str, family: str, tok, block_size: int, resize_embeddi
         raise ModelError(f"build_model.checkpoint = {path!r} is a {config.model_type} model but model.family = "
                          f"{family!r}: set model.family: {config.model_type}")
     try:
-        model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code, use_safetensors=True)
+        cls = AutoModelForPreTraining if next_sentence else AutoModelForMaskedLM  # a missing NSP head starts random
+        model = cls.from_pretrained(path, trust_remote_code=trust_remote_code, use_safetensors=True)
     except (OSError, ValueError) as e:
         raise ModelError(f"build_model.checkpoint = {path!r}: cannot load safetensors weights: "
                          f"{str(e).strip().splitlines()[0]}") from None
@@ -125,9 +138,22 @@ def describe(model: PreTrainedModel) -> dict:
             "max_position_embeddings": get("max_position_embeddings"), **param_counts(model)}
 
 
-def encoder_hidden(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def encoder_hidden(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Last hidden states of the encoder (no MLM head)."""
-    return model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+    return encoder_outputs(model, input_ids, attention_mask, token_type_ids)[0]
+
+
+def encoder_outputs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor | None = None) -> tuple:
+    """(last hidden states, pooled output or None); segment ids only for models that take them."""
+    extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+    out = model.base_model(input_ids=input_ids, attention_mask=attention_mask, **extra)
+    return out[0], (out[1] if len(out) > 1 and has_nsp_head(model) else None)
+
+
+def nsp_logits(model: PreTrainedModel, pooled: torch.Tensor) -> torch.Tensor:
+    return model.cls.seq_relationship(pooled)
 
 
 def mlm_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
@@ -135,8 +161,8 @@ def mlm_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     kind = model.config.model_type
     if kind == "roberta":
         return model.lm_head(hidden)
-    if kind == "bert":
-        return model.cls(hidden)
+    if kind == "bert":  # BertForMaskedLM's head, or the MLM half of BertForPreTraining's
+        return model.cls.predictions(hidden)
     if kind == "distilbert":
         return model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(hidden))))
     if kind == "modernbert":

@@ -3,12 +3,38 @@ so a stage that fails or is killed never leaves a half-written output that DVC w
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from .params import MlmpipeError
+
+_DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EFBIG: "file too large",
+              errno.EDQUOT: "disk quota exceeded"}
+
+
+class OutputError(MlmpipeError):
+    pass
+
+
+def _disk_full(e: BaseException) -> str | None:
+    """Why a write failed, if the disk (or a size limit) is full: OSError, or a Rust writer's
+    "(os error 28)" (safetensors and tokenizers report I/O errors as text)."""
+    code = e.errno if isinstance(e, OSError) else None
+    if code is None:
+        m = re.search(r"\(os error (\d+)\)", str(e))
+        code = int(m.group(1)) if m else None
+    return _DISK_FULL.get(code)
+
+
+def _full_error(dest: Path, reason: str) -> OutputError:
+    return OutputError(f"{dest}: the disk is full while writing it ({reason}); nothing was written and the "
+                       f"previous {dest.name} is unchanged: free space, or point paths.* at a larger disk")
 
 
 @contextlib.contextmanager
@@ -26,8 +52,10 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, dest)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if (reason := _disk_full(e)) is not None:
+            raise _full_error(dest, reason) from None
         raise
 
 
@@ -43,9 +71,11 @@ def atomic_file(dest: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if (reason := _disk_full(e)) is not None:
+            raise _full_error(dest, reason) from None
         raise
 
 

@@ -75,7 +75,7 @@ class TrainTokenizer:
 
 @dataclass(frozen=True)
 class TokenizeGroup:
-    mode: Literal["group", "line_by_line"] = "group"
+    mode: Literal["group", "line_by_line", "sentence_pairs"] = "group"  # pairs: BERT's NSP input
     block_size: int = _f(128, ge=8, le=65536)
     num_proc: int = _f(1, ge=1, le=256)
     batch_size: int = _f(1000, ge=1)
@@ -91,6 +91,7 @@ class Model:
     intermediate: int = _f(512, ge=8)
     dropout: float = _f(0.0, ge=0.0, lt=1.0)
     max_position_embeddings: Optional[int] = _f(None, gt=0)  # default: what block_size needs
+    next_sentence: bool = False  # BERT's second objective: BertForPreTraining (MLM + NSP), family bert only
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class Pretrain:
     mixed_precision: Literal["auto", "no", "bf16", "bf16-pure", "fp16"] = "auto"
     mlm_probability: float = _f(0.15, gt=0, lt=1)
     whole_word: bool = False
+    random_offsets: bool = False  # group mode: examples start at a seeded random token, new cuts every epoch
     sparse_head: bool = True
     compile: bool = False
     num_threads: int = _f(0, ge=0)  # 0: all physical cores
@@ -246,6 +248,9 @@ def _cross_check(name: str, p: Any) -> Any:
         if p.hidden % p.heads:
             raise ParamError(f"model.hidden = {p.hidden} is not divisible by model.heads = {p.heads}: "
                              f"choose heads among {[h for h in range(1, 33) if p.hidden % h == 0]}")
+        if p.next_sentence and p.family != "bert":
+            raise ParamError(f"model.next_sentence = true with model.family = {p.family!r}: next-sentence "
+                             f"prediction is BERT's objective (BertForPreTraining); set model.family: bert")
     if isinstance(p, BuildModel) and p.init == "pretrained" and not p.checkpoint:
         raise ParamError("build_model.checkpoint = null: init: pretrained needs a checkpoint directory or Hub id")
     if isinstance(p, BuildModel) and p.init == "scratch" and p.checkpoint:

@@ -30,7 +30,8 @@ from safetensors.torch import load_file, save_file
 
 from .evaluation import fixed_masks, masked_lm_eval
 from .masking import IGNORE, Masker, generator, pad_batch
-from .model import encoder_hidden, mlm_logits
+from .model import encoder_outputs, has_nsp_head, mlm_logits, nsp_logits
+from .outputs import atomic_dir
 from .params import MlmpipeError
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,16 @@ class SparseMLM(torch.nn.Module):
         super().__init__()
         self.model, self.sparse = model, sparse
 
-    def forward(self, input_ids, attention_mask, labels):
-        hidden = encoder_hidden(self.model, input_ids, attention_mask)
+    def forward(self, input_ids, attention_mask, labels, token_type_ids=None, nsp_labels=None):
+        """The MLM loss summed over masked tokens; with ``nsp_labels`` (BertForPreTraining) a pair
+        (MLM sum, next-sentence loss summed over examples)."""
+        hidden, pooled = encoder_outputs(self.model, input_ids, attention_mask, token_type_ids)
+        mlm = self._mlm(hidden, labels)
+        if nsp_labels is None:
+            return mlm
+        return mlm, F.cross_entropy(nsp_logits(self.model, pooled).float(), nsp_labels, reduction="sum")
+
+    def _mlm(self, hidden, labels):
         sel = labels != IGNORE
         if self.sparse:
             # Gather the masked positions, padded to a multiple of 64 with ignored targets: the number of
@@ -156,18 +165,13 @@ class Checkpoints:
         self.root, self.fp, self.keep = Path(root), fp, keep
 
     def save(self, step: int, model, optimizer, extra: dict | None = None) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / f"step-{step:07d}"
-        tmp = self.root / f".step-{step:07d}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(_untie(state), tmp / "model.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        with open(tmp / "state.json", "w", encoding="utf-8") as fh:
-            json.dump({"step": step, "fingerprint": self.fp, **(extra or {})}, fh)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        with atomic_dir(final) as tmp:  # a ".step-….tmp-…" name, never taken for a complete checkpoint
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            save_file(_untie(state), tmp / "model.safetensors")
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            with open(tmp / "state.json", "w", encoding="utf-8") as fh:
+                json.dump({"step": step, "fingerprint": self.fp, **(extra or {})}, fh)
         for old in self.complete()[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
@@ -213,6 +217,15 @@ def _untie(state: dict) -> dict:
     return out
 
 
+def crop_blocks(blocks: np.ndarray, idx: np.ndarray, seed: int, step: int) -> np.ndarray:
+    """Examples of step ``step`` cut from the token stream at a seeded random offset after block ``idx``
+    (``idx`` < number of blocks - 1), so each epoch sees the text cut at new places, not the same blocks."""
+    width = blocks.shape[1]
+    flat = blocks.reshape(-1)
+    offsets = np.random.default_rng([seed, step, 7]).integers(0, width, size=len(idx))
+    return flat[(idx * width + offsets)[:, None] + np.arange(width)]
+
+
 def global_batches(n: int, batch: int, seed: int, step: int) -> np.ndarray:
     """Example indices of optimizer step ``step``: a seeded permutation per epoch, last partial batch dropped."""
     per_epoch = n // batch
@@ -229,8 +242,12 @@ def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int, checkpoint_dir: str,
-          fingerprint_: str, show_progress: bool = True) -> tuple[object, History, dict]:
-    """Train ``model`` in place; returns the unwrapped model, the curves and summary metrics."""
+          fingerprint_: str, show_progress: bool = True, train_pairs=None, val_pairs=None
+          ) -> tuple[object, History, dict]:
+    """Train ``model`` in place; returns the unwrapped model, the curves and summary metrics.
+
+    ``train_pairs``/``val_pairs``: (segment ids, next-sentence labels) of sentence-pair data; a model with a
+    next-sentence head (BertForPreTraining) then also learns that objective, loss = MLM mean + NSP mean."""
     precision = resolve_precision(p.mixed_precision)
     pure = precision == "bf16-pure"
     accelerator = _accelerator("no" if pure else precision)
@@ -248,6 +265,13 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
     total = p.max_steps if p.max_steps is not None else max(1, int(p.epochs * steps_per_epoch))
     micro = p.batch_size // (world * p.grad_accum)
     grouped = isinstance(train_data, np.ndarray)
+    nsp = train_pairs is not None and has_nsp_head(model)
+    if has_nsp_head(model) and not nsp:
+        raise TrainingError("the model has a next-sentence head but the data has no sentence pairs: set "
+                            "tokenize_group.mode: sentence_pairs (or model.next_sentence: false)")
+    crop = grouped and p.random_offsets and n > p.batch_size  # the last block has no successor to cut into
+    if crop:
+        n -= 1
 
     model.to(accelerator.device)
     optimizer = make_optimizer(model, p, accelerator.device.type)
@@ -269,7 +293,8 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
     for _ in range(start):
         sched.step()
 
-    val_masks = fixed_masks(val_data[:p.eval_blocks], masker, p.mlm_probability, seed=seed + 1)
+    val_masks = fixed_masks(val_data[:p.eval_blocks], masker, p.mlm_probability, seed=seed + 1,
+                            pairs=val_pairs if nsp else None)
     hist = History(**resumed["history"]) if found and "history" in resumed else History()
     stop = _StopFlag()
     handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -281,6 +306,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
         bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30)
     tokens_seen, train_time, window_loss, window_tokens, peak_rss = 0, 0.0, 0.0, 0, 0
+    window_nsp, window_steps = 0.0, 0
     if found:  # the curves and totals cover the whole run, not only the part after the resume
         tokens_seen, train_time = resumed.get("tokens_seen", 0), resumed.get("train_time", 0.0)
     model.train()
@@ -290,25 +316,37 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
             idx = global_batches(n, p.batch_size, seed, step)
             g = generator(seed, step)
             if grouped:
-                ids, attn = torch.from_numpy(train_data[idx].astype(np.int64)), None
+                rows = crop_blocks(train_data, idx, seed, step) if crop else train_data[idx]
+                ids, attn = torch.from_numpy(rows.astype(np.int64)), None
             else:
                 ids, attn = pad_batch([train_data[i] for i in idx], pad_id)
+            if nsp:
+                types = pad_batch([train_pairs[0][i] for i in idx], 0)[0]
+                nsp_y = torch.from_numpy(np.asarray(train_pairs[1])[idx])
             inputs, labels = masker(ids, p.mlm_probability, g)  # the whole global batch, on every rank
             count = int((labels != IGNORE).sum())
             torch.manual_seed(seed * 1_000_003 + step)  # dropout
-            step_loss = 0.0
+            step_loss, step_nsp = 0.0, 0.0
             for k in range(p.grad_accum):
                 lo = (rank * p.grad_accum + k) * micro
                 sl = slice(lo, lo + micro)
                 x, y = inputs[sl].to(accelerator.device), labels[sl].to(accelerator.device)
                 a = None if attn is None else attn[sl].to(accelerator.device)
+                extra = {"token_type_ids": types[sl].to(accelerator.device),
+                         "nsp_labels": nsp_y[sl].to(accelerator.device)} if nsp else {}
                 sync = accelerator.no_sync(wrapper) if k < p.grad_accum - 1 else contextlib.nullcontext()
                 with sync:
-                    loss_sum = wrapper(x, a, y)
-                    accelerator.backward(loss_sum * (world / count))  # exact mean over the global batch
+                    loss_sum = wrapper(x, a, y, **extra)
+                    if nsp:  # BERT's sum of the two means, each exact over the global batch
+                        loss_sum, nsp_sum = loss_sum
+                        accelerator.backward(loss_sum * (world / count) + nsp_sum * (world / p.batch_size))
+                        step_nsp += nsp_sum.item()
+                    else:
+                        accelerator.backward(loss_sum * (world / count))  # exact mean over the global batch
                 step_loss += loss_sum.item()
             if world > 1:  # the curve shows the loss of the whole global batch, not of rank 0's share
-                step_loss = float(accelerator.reduce(torch.tensor([step_loss], device=accelerator.device), "sum"))
+                sums = accelerator.reduce(torch.tensor([step_loss, step_nsp], device=accelerator.device), "sum")
+                step_loss, step_nsp = float(sums[0]), float(sums[1])
             if pure:
                 bf16.grads_to_master()
             if p.clip_norm:  # accelerate's clip also unscales fp16 gradients
@@ -325,21 +363,26 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
             train_time += dt
             window_loss += step_loss
             window_tokens += count
+            window_nsp, window_steps = window_nsp + step_nsp, window_steps + 1
             done = step + 1
             if done % p.log_every == 0 or done == total:
                 loss = window_loss / max(window_tokens, 1)
                 tps = tokens_seen / max(train_time, 1e-9)
-                hist.train.append({"step": done, "loss": round(loss, 5), "lr": sched.get_last_lr()[0]})
+                row = {"step": done, "loss": round(loss, 5), "lr": sched.get_last_lr()[0]}
+                if nsp:
+                    row["nsp_loss"] = round(window_nsp / (window_steps * p.batch_size), 5)
+                hist.train.append(row)
                 if main:
-                    log.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f", done, total, loss,
-                             sched.get_last_lr()[0], tps)
-                window_loss, window_tokens = 0.0, 0
+                    log.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f%s", done, total, loss,
+                             sched.get_last_lr()[0], tps, f" nsp_loss {row['nsp_loss']:.4f}" if nsp else "")
+                window_loss, window_tokens, window_nsp, window_steps = 0.0, 0, 0.0, 0
                 peak_rss = max(peak_rss, _rss_mb())
             if done % p.eval_every == 0 or done == total:
                 with accelerator.autocast():
                     v = masked_lm_eval(accelerator.unwrap_model(wrapper).model, val_masks, 64, pad_id)
                 hist.val.append({"step": done, "val_loss": round(v["loss"], 5),
-                                 "val_top1": round(v["top1_accuracy"], 5)})
+                                 "val_top1": round(v["top1_accuracy"], 5),
+                                 **({"val_nsp_accuracy": round(v["nsp_accuracy"], 5)} if nsp else {})})
             if bar:
                 bar.update(1)
                 bar.set_postfix(refresh=False, loss=f"{step_loss / max(count, 1):.3f}",
