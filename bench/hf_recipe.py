@@ -79,7 +79,7 @@ def step_timer_callback():
 
 def train(model, tokenizer, blocks: np.ndarray, steps: int, batch_size: int, use_cpu: bool, bf16: bool = True,
           optim: str = "adamw_torch_fused", num_workers: int = 0, lr: float = 5e-4, seed: int = 42,
-          output_dir: str | None = None):
+          output_dir: str | None = None, callbacks: list | None = None):
     """Run ``Trainer.train()`` for ``steps`` optimizer steps; returns (TrainOutput, StepTimer)."""
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
@@ -110,7 +110,7 @@ def train(model, tokenizer, blocks: np.ndarray, steps: int, batch_size: int, use
     )
     timer = step_timer_callback()
     trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=blocks_dataset(blocks, tokenizer),
-                      processing_class=tokenizer, callbacks=[timer])
+                      processing_class=tokenizer, callbacks=[timer, *(callbacks or [])])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = trainer.train()
     return out, timer
