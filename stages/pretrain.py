@@ -15,7 +15,7 @@ def csv_text(rows: list[dict]) -> str:
 
 def main() -> None:
     seed, paths, p = params("seed", "paths", "pretrain")
-    from mlmpipe import grouping, tokenizer, training  # heavy imports only after the params are valid
+    from mlmpipe import checkpoints, grouping, tokenizer, training  # heavy imports only after the params are valid
     from mlmpipe.masking import Masker
     from mlmpipe.model import input_names, load
 
@@ -25,7 +25,7 @@ def main() -> None:
     with open(Path(paths.tokenized) / "meta.json", encoding="utf-8") as fh:
         block_size = json.load(fh)["block_size"]
     model = load(paths.model_init)
-    fp = training.fingerprint(p, paths.model_init, train_data)
+    fp = checkpoints.fingerprint(p, paths.model_init, train_data)
     masker = Masker.from_tokenizer(tok, whole_word=p.whole_word)
     model, hist, summary = training.train(model, train_data, val_data, masker, p, seed, tok.pad_token_id,
                                           paths.checkpoints, fp, train_pairs=grouping.load_pairs(train_dir),
@@ -41,7 +41,7 @@ def main() -> None:
         write_text(Path(paths.metrics) / "curve_train.csv", csv_text(hist.train))
         write_text(Path(paths.metrics) / "curve_val.csv", csv_text(hist.val))
         write_json(Path(paths.metrics) / "train.json", summary)
-        training.clear_checkpoints(paths.checkpoints)
+        checkpoints.clear_checkpoints(paths.checkpoints)
 
 
 if __name__ == "__main__":

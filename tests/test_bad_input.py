@@ -134,17 +134,18 @@ def _truncated_checkpoint(c: "Ctx") -> Callable[[], None]:
     its weights file cut in half, as a crash during a copy or a full disk would leave it."""
     import shutil
 
-    from mlmpipe import grouping, training
+    from mlmpipe import checkpoints, grouping
+    from mlmpipe.training import make_optimizer
     from mlmpipe import params as P
     from mlmpipe.model import load
 
     repo = c.repo
     paths, p = P.section(repo.params(), "paths"), P.section(repo.params(), "pretrain")
     init = str(repo.path / paths.model_init)
-    fp = training.fingerprint(p, init, grouping.load_blocks(repo.path / paths.tokenized / "train"))
+    fp = checkpoints.fingerprint(p, init, grouping.load_blocks(repo.path / paths.tokenized / "train"))
     model = load(init)
-    ckpt = training.Checkpoints(str(repo.path / paths.checkpoints), fp, 2)
-    d = ckpt.save(1, model, training.make_optimizer(model, p, "cpu"))
+    ckpt = checkpoints.Checkpoints(str(repo.path / paths.checkpoints), fp, 2)
+    d = ckpt.save(1, model, make_optimizer(model, p, "cpu"))
     f = d / "model.safetensors"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     return lambda: shutil.rmtree(repo.path / paths.checkpoints, ignore_errors=True)

@@ -14,7 +14,9 @@ from mlmpipe import grouping as G
 from mlmpipe import model as M
 from mlmpipe import training as TR
 from mlmpipe.masking import IGNORE, Masker, generator, pad_batch
-from mlmpipe.training import Checkpoints, TrainingError
+from mlmpipe import checkpoints as CK
+from mlmpipe.checkpoints import CheckpointError, Checkpoints
+from mlmpipe.training import TrainingError
 
 from conftest import tiny_model_params, tiny_pretrain_params
 
@@ -181,27 +183,27 @@ def test_checkpoint_with_other_fingerprint_is_ignored(bpe_tok, data, tmp_path):
 def test_fingerprint_tracks_math_params_init_and_data(bpe_tok, data, init_dir, tmp_path, pretrain_section):
     train, _ = data
     p = pretrain_section
-    fp = TR.fingerprint(p, str(init_dir), train)
-    assert fp == TR.fingerprint(p, str(init_dir), train.copy())
-    assert fp == TR.fingerprint(replace(p, log_every=7, checkpoint_every=3, num_threads=2), str(init_dir), train)
-    assert fp != TR.fingerprint(replace(p, lr=0.001), str(init_dir), train)
-    assert fp != TR.fingerprint(p, str(init_dir), train[:-1])
+    fp = CK.fingerprint(p, str(init_dir), train)
+    assert fp == CK.fingerprint(p, str(init_dir), train.copy())
+    assert fp == CK.fingerprint(replace(p, log_every=7, checkpoint_every=3, num_threads=2), str(init_dir), train)
+    assert fp != CK.fingerprint(replace(p, lr=0.001), str(init_dir), train)
+    assert fp != CK.fingerprint(p, str(init_dir), train[:-1])
     other = tmp_path / "init2"
     M.build_scratch(tiny_model_params("roberta"), bpe_tok, BLOCK, seed=1).save_pretrained(other)
-    assert fp != TR.fingerprint(p, str(other), train)
+    assert fp != CK.fingerprint(p, str(other), train)
     rows = [np.asarray(r) for r in train[:5]]
-    assert TR.fingerprint(p, str(init_dir), rows) == TR.fingerprint(p, str(init_dir), [r.copy() for r in rows])
+    assert CK.fingerprint(p, str(init_dir), rows) == CK.fingerprint(p, str(init_dir), [r.copy() for r in rows])
 
 
 @pytest.mark.parametrize("victim", ["model.safetensors", "optimizer.pt"])
-def test_truncated_checkpoint_gives_training_error(bpe_tok, data, tmp_path, victim):
+def test_truncated_checkpoint_gives_checkpoint_error(bpe_tok, data, tmp_path, victim):
     p = tiny_pretrain_params(max_steps=4, checkpoint_every=2)
     ck = tmp_path / "ck"
     run(bpe_tok, data, p, ck)
     step, d = Checkpoints(str(ck), "fp", 2).latest()
     f = d / victim
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    with pytest.raises(TrainingError) as e:
+    with pytest.raises(CheckpointError) as e:
         run(bpe_tok, data, p, ck)
     msg = str(e.value)
     assert "\n" not in msg and str(d) in msg and "corrupt or truncated" in msg
@@ -277,7 +279,7 @@ def test_refusals(bpe_tok, data, tmp_path):
 
 def test_clear_checkpoints(tmp_path):
     (tmp_path / "ck" / "step-0000001").mkdir(parents=True)
-    TR.clear_checkpoints(str(tmp_path / "ck"))
+    CK.clear_checkpoints(str(tmp_path / "ck"))
     assert (tmp_path / "ck").is_dir() and not any((tmp_path / "ck").iterdir())
 
 

@@ -9,35 +9,27 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import json
 import logging
 import math
 import os
-import re
-import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
-from safetensors.torch import load_file, save_file
 
+from .checkpoints import Checkpoints
 from .evaluation import fixed_masks, masked_lm_eval
 from .masking import IGNORE, Masker, generator, pad_batch
 from .model import encoder_outputs, has_nsp_head, mlm_logits, nsp_logits
-from .outputs import atomic_dir
 from .params import MlmpipeError
 
 log = logging.getLogger(__name__)
-# Params that change only logging or bookkeeping, not the trained weights.
-NON_MATH = ("launcher", "log_every", "eval_every", "eval_blocks", "checkpoint_every", "keep_checkpoints",
-            "num_threads", "compile")
 
 
 class TrainingError(MlmpipeError):
@@ -84,19 +76,6 @@ class SparseMLM(torch.nn.Module):
 class History:
     train: list = field(default_factory=list)  # rows: step, loss, lr, tokens_per_s
     val: list = field(default_factory=list)    # rows: step, val_loss, val_top1
-
-
-def fingerprint(p, init_dir: str, data: np.ndarray | list) -> str:
-    """What a checkpoint must match to be resumed: math-relevant params, initial weights, training data."""
-    h = hashlib.sha256(json.dumps({k: v for k, v in asdict(p).items() if k not in NON_MATH}, sort_keys=True,
-                                  default=str).encode())
-    for f in sorted(Path(init_dir).glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 24):
-                h.update(chunk)
-    for arr in (data if isinstance(data, list) else [data]):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
 
 
 def schedule(p, total: int):
@@ -156,65 +135,6 @@ def resolve_precision(requested: str) -> str:
     # CPU: pure-bf16 compute with fp32 master weights where the CPU has native bf16 (AVX-512 BF16 / AMX);
     # it avoids autocast's casts between ops (measured ~5% faster than bf16 autocast on a 4x256 ModernBERT).
     return "bf16-pure" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
-
-
-class Checkpoints:
-    """``step-NNNNNNN`` directories written atomically; the newest matching one is resumed."""
-
-    def __init__(self, root: str, fp: str, keep: int):
-        self.root, self.fp, self.keep = Path(root), fp, keep
-
-    def save(self, step: int, model, optimizer, extra: dict | None = None) -> Path:
-        final = self.root / f"step-{step:07d}"
-        with atomic_dir(final) as tmp:  # a ".step-….tmp-…" name, never taken for a complete checkpoint
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            save_file(_untie(state), tmp / "model.safetensors")
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            with open(tmp / "state.json", "w", encoding="utf-8") as fh:
-                json.dump({"step": step, "fingerprint": self.fp, **(extra or {})}, fh)
-        for old in self.complete()[:-self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
-
-    def complete(self) -> list[Path]:
-        if not self.root.is_dir():
-            return []
-        return sorted(d for d in self.root.iterdir() if re.fullmatch(r"step-\d{7}", d.name)
-                      and (d / "state.json").exists())
-
-    def latest(self) -> tuple[int, Path] | None:
-        for d in reversed(self.complete()):
-            try:
-                with open(d / "state.json", encoding="utf-8") as fh:
-                    state = json.load(fh)
-            except (OSError, ValueError):
-                log.warning("ignoring checkpoint %s: unreadable state.json", d)
-                continue
-            if state.get("fingerprint") != self.fp:
-                log.warning("ignoring checkpoint %s: it was written with other training params or data", d)
-                continue
-            return state["step"], d
-        return None
-
-    @staticmethod
-    def load(d: Path, model, optimizer) -> None:
-        try:
-            state = load_file(d / "model.safetensors")
-            model.load_state_dict(state, strict=False)
-            optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu"))
-        except Exception as e:  # safetensors and torch raise many kinds on truncated files
-            raise TrainingError(f"checkpoint {d} is corrupt or truncated ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else ''}); delete it and rerun") from None
-
-
-def _untie(state: dict) -> dict:
-    """safetensors refuses shared storage: clone tied tensors."""
-    seen, out = set(), {}
-    for k, v in state.items():
-        ptr = v.untyped_storage().data_ptr()
-        out[k] = v.clone() if ptr in seen else v
-        seen.add(ptr)
-    return out
 
 
 def crop_blocks(blocks: np.ndarray, idx: np.ndarray, seed: int, step: int) -> np.ndarray:
@@ -289,9 +209,10 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
     if p.compile:
         wrapper = torch.compile(wrapper)
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(p, total), last_epoch=-1)
-    for _ in range(start):
-        sched.step()
+    if start:  # the schedule continues at the resumed step (the checkpointed optimizer holds initial_lr)
+        for g in optimizer.param_groups:
+            g.setdefault("initial_lr", p.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(p, total), last_epoch=start - 1)
 
     val_masks = fixed_masks(val_data[:p.eval_blocks], masker, p.mlm_probability, seed=seed + 1,
                             pairs=val_pairs if nsp else None)
@@ -436,10 +357,3 @@ def _rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def clear_checkpoints(root: str) -> None:
-    """After a finished run the checkpoints are spent; the (persisted) directory stays, empty."""
-    shutil.rmtree(root, ignore_errors=True)
-    Path(root).mkdir(parents=True, exist_ok=True)
-

@@ -1,0 +1,106 @@
+"""Training checkpoints: written atomically every N steps, the newest one whose fingerprint (training
+params that change the math, initial weights, data) matches is resumed; cleared after a finished run."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .outputs import atomic_dir
+from .params import MlmpipeError
+
+log = logging.getLogger(__name__)
+# Params that change only logging or bookkeeping, not the trained weights.
+NON_MATH = ("launcher", "log_every", "eval_every", "eval_blocks", "checkpoint_every", "keep_checkpoints",
+            "num_threads", "compile")
+
+
+class CheckpointError(MlmpipeError):
+    pass
+
+
+def fingerprint(p, init_dir: str, data: np.ndarray | list) -> str:
+    """What a checkpoint must match to be resumed: math-relevant params, initial weights, training data."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in asdict(p).items() if k not in NON_MATH}, sort_keys=True,
+                                  default=str).encode())
+    for f in sorted(Path(init_dir).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                h.update(chunk)
+    for arr in (data if isinstance(data, list) else [data]):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+class Checkpoints:
+    """``step-NNNNNNN`` directories written atomically; the newest matching one is resumed."""
+
+    def __init__(self, root: str, fp: str, keep: int):
+        self.root, self.fp, self.keep = Path(root), fp, keep
+
+    def save(self, step: int, model, optimizer, extra: dict | None = None) -> Path:
+        final = self.root / f"step-{step:07d}"
+        with atomic_dir(final) as tmp:  # a ".step-….tmp-…" name, never taken for a complete checkpoint
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            save_file(_untie(state), tmp / "model.safetensors")
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            with open(tmp / "state.json", "w", encoding="utf-8") as fh:
+                json.dump({"step": step, "fingerprint": self.fp, **(extra or {})}, fh)
+        for old in self.complete()[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def complete(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(d for d in self.root.iterdir() if re.fullmatch(r"step-\d{7}", d.name)
+                      and (d / "state.json").exists())
+
+    def latest(self) -> tuple[int, Path] | None:
+        for d in reversed(self.complete()):
+            try:
+                with open(d / "state.json", encoding="utf-8") as fh:
+                    state = json.load(fh)
+            except (OSError, ValueError):
+                log.warning("ignoring checkpoint %s: unreadable state.json", d)
+                continue
+            if state.get("fingerprint") != self.fp:
+                log.warning("ignoring checkpoint %s: it was written with other training params or data", d)
+                continue
+            return state["step"], d
+        return None
+
+    @staticmethod
+    def load(d: Path, model, optimizer) -> None:
+        try:
+            state = load_file(d / "model.safetensors")
+            model.load_state_dict(state, strict=False)
+            optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu"))
+        except Exception as e:  # safetensors and torch raise many kinds on truncated files
+            raise CheckpointError(f"checkpoint {d} is corrupt or truncated ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}); delete it and rerun") from None
+
+
+def _untie(state: dict) -> dict:
+    """safetensors refuses shared storage: clone tied tensors."""
+    seen, out = set(), {}
+    for k, v in state.items():
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
+
+
+def clear_checkpoints(root: str) -> None:
+    """After a finished run the checkpoints are spent; the (persisted) directory stays, empty."""
+    shutil.rmtree(root, ignore_errors=True)
+    Path(root).mkdir(parents=True, exist_ok=True)
+
