@@ -336,8 +336,8 @@ def main() -> None:
     ap.add_argument("--levers", action="store_true",
                     help="also run our loop with one change each: sparse_head false, mixed_precision no, dropout 0.1 "
                          "(the HF default), SDPA forced to the math backend")
-    ap.add_argument("--repeats", type=int, default=1,
-                    help="run every measurement this many times, alternating sides, and keep the best of each")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="run every measurement this many times, alternating sides; report the median and spread")
     ap.add_argument("--ours-precision", default="bf16", help="pretrain.mixed_precision of our side")
     ap.add_argument("--hf-dropout", type=float, default=None,
                     help="dropout of the HF side (default: the RobertaConfig default, 0.1, as the recipe has it)")
@@ -425,14 +425,19 @@ def main() -> None:
                  ("ours sdpa=math", {**ours, "sdpa": "math"})]
         if "bf16-pure" in precision_choices() and a.ours_precision != "bf16-pure":
             plan.append(("ours mixed_precision=bf16-pure", {**ours, "mixed_precision": "bf16-pure"}))
+    every: dict[str, list] = {}
     for rep in range(a.repeats):
         for name, spec in plan:
             r = run_worker(a, name, spec)
-            if name not in runs or r["tok_s"] > runs[name]["tok_s"]:
-                runs[name] = r
+            every.setdefault(name, []).append(r)
             report_run(f"{name}{f' #{rep + 1}' if a.repeats > 1 else ''}", r)
+    for name, rs in every.items():  # the run with the median tokens/s stands for each side
+        runs[name] = sorted(rs, key=lambda r: r["tok_s"])[(len(rs) - 1) // 2]
     if a.repeats > 1:
-        print(f"(each figure below is the best of {a.repeats} runs)")
+        print(f"(each figure below is the median of {a.repeats} runs; spread = min-max)")
+        for name, rs in every.items():
+            t = [r["tok_s"] for r in rs]
+            print(f"  {name:<32} median {statistics.median(t):9.0f} tok/s, spread {min(t):.0f}-{max(t):.0f}")
 
     peaks["bf16"].append(matmul_peak(device, "bf16", n, 5))
     peaks["fp32"].append(matmul_peak(device, "fp32", n, 3))
@@ -484,6 +489,11 @@ def main() -> None:
     o = ours_r["tok_s"] if ours_r else float("nan")
     h = hf_r["tok_s"] if hf_r else float("nan")
     ratio = o / h if ours_r and hf_r else float("nan")
+    if ours_r and hf_r and a.repeats > 1:  # each repeat ran both sides back to back: a paired ratio
+        pairs = [x["tok_s"] / y["tok_s"] for x, y in zip(every["ours"], every["hf_bf16"])]
+        ratio = statistics.median(pairs)
+        print(f"ratio per repeat (ours / hf, back to back): {', '.join(f'{r:.2f}' for r in pairs)}; median "
+              f"{ratio:.2f}, spread {min(pairs):.2f}-{max(pairs):.2f}")
     if tmp is not None:
         tmp.cleanup()
     print(f"ours_tok_s={o:.0f} hf_bf16_tok_s={h:.0f} ratio={ratio:.2f}")
