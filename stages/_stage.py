@@ -1,12 +1,12 @@
 """What every stage shares: read params.yaml once, validate sections, turn errors into one line."""
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sys
 from typing import Callable
 
+from mlmpipe.outputs import disk_full
 from mlmpipe.params import SECTIONS, MlmpipeError, ParamError, load_yaml, section
 
 PARAMS_FILE = os.environ.get("MLMPIPE_PARAMS", "params.yaml")
@@ -39,7 +39,7 @@ def run(main: Callable[[], None]) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        if disk_full(e):
             print(f"error: {e.filename or 'output'}: {e.strerror}; nothing was written", file=sys.stderr)
             sys.exit(1)
         raise

@@ -22,7 +22,7 @@ class OutputError(MlmpipeError):
     pass
 
 
-def _disk_full(e: BaseException) -> str | None:
+def disk_full(e: BaseException) -> str | None:
     """Why a write failed, if the disk (or a size limit) is full: OSError, or a Rust writer's
     "(os error 28)" (safetensors and tokenizers report I/O errors as text)."""
     code = e.errno if isinstance(e, OSError) else None
@@ -54,7 +54,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if (reason := _disk_full(e)) is not None:
+        if (reason := disk_full(e)) is not None:
             raise _full_error(dest, reason) from None
         raise
 
@@ -74,7 +74,7 @@ def atomic_file(dest: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if (reason := _disk_full(e)) is not None:
+        if (reason := disk_full(e)) is not None:
             raise _full_error(dest, reason) from None
         raise
 
