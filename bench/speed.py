@@ -204,18 +204,13 @@ def worker_ours(a, spec: dict) -> dict:
     total = spec["warmup"] + spec["steps"]
     p = P.Pretrain(batch_size=spec["batch"], max_steps=total, mixed_precision=spec["mixed_precision"],
                    sparse_head=spec["sparse_head"], num_threads=spec["threads"], log_every=10,
-                   eval_every=10 ** 9, checkpoint_every=10 ** 9, compile=spec.get("compile", False))
+                   eval_every=10 ** 9, checkpoint_every=10 ** 9, compile=spec.get("compile", False),
+                   attention_kernel=spec.get("attention_kernel", "auto"))
     ckpt = tempfile.mkdtemp(prefix="bench_ckpt_")
 
     def run():
-        import contextlib
-
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        backend = {"math": [SDPBackend.MATH]}.get(spec.get("sdpa"))
-        with sdpa_kernel(backend) if backend else contextlib.nullcontext():
-            return training.train(model, train_data, val_data, Masker.from_tokenizer(tok), p, SEED,
-                                  tok.pad_token_id, ckpt, "bench", show_progress=False)
+        return training.train(model, train_data, val_data, Masker.from_tokenizer(tok), p, SEED,
+                              tok.pad_token_id, ckpt, "bench", show_progress=False)
 
     clock = StepClock(spec["device"] == "cuda")
     try:
@@ -225,7 +220,7 @@ def worker_ours(a, spec: dict) -> dict:
         shutil.rmtree(ckpt, ignore_errors=True)
     out = steady(clock.ends, spec["warmup"], spec["batch"], spec["block"], total)
     losses = [r.get("loss", float("nan")) for r in hist.train] or [float("nan")]
-    attn = model.config._attn_implementation + (f" ({spec['sdpa']} backend)" if spec.get("sdpa") else "")
+    attn = f"{model.config._attn_implementation}, pretrain.attention_kernel {p.attention_kernel}"
     out.update({"attn_implementation": attn, "dropout": config.hidden_dropout_prob,
                 "summary_tok_s_all_steps": summary.get("tokens_per_s"), "mixed_precision": summary.get("mixed_precision"),
                 "device": summary.get("device"), "loss_first": losses[0], "loss_last": losses[-1],
@@ -335,10 +330,12 @@ def main() -> None:
     ap.add_argument("--hf-only", action="store_true")
     ap.add_argument("--levers", action="store_true",
                     help="also run our loop with one change each: sparse_head false, mixed_precision no, dropout 0.1 "
-                         "(the HF default), SDPA forced to the math backend")
+                         "(the HF default), attention_kernel default (PyTorch's SDPA choice), bf16 autocast, torch.compile")
     ap.add_argument("--repeats", type=int, default=3,
                     help="run every measurement this many times, alternating sides; report the median and spread")
-    ap.add_argument("--ours-precision", default="bf16", help="pretrain.mixed_precision of our side")
+    ap.add_argument("--ours-precision", default="auto",
+                    help="pretrain.mixed_precision of our side (auto, the pipeline default: bf16-pure on a CPU with "
+                         "native bf16, bf16 autocast on GPU)")
     ap.add_argument("--hf-dropout", type=float, default=None,
                     help="dropout of the HF side (default: the RobertaConfig default, 0.1, as the recipe has it)")
     ap.add_argument("--hf-workers", type=int, default=0, help="dataloader_num_workers of the HF side")
@@ -422,9 +419,9 @@ def main() -> None:
         plan += [("ours sparse_head=false", {**ours, "sparse_head": False}),
                  ("ours mixed_precision=no", {**ours, "mixed_precision": "no"}),
                  ("ours dropout=0.1", {**ours, "dropout": 0.1}),
-                 ("ours sdpa=math", {**ours, "sdpa": "math"})]
-        if "bf16-pure" in precision_choices() and a.ours_precision != "bf16-pure":
-            plan.append(("ours mixed_precision=bf16-pure", {**ours, "mixed_precision": "bf16-pure"}))
+                 ("ours attention_kernel=default", {**ours, "attention_kernel": "default"}),
+                 ("ours mixed_precision=bf16", {**ours, "mixed_precision": "bf16"}),
+                 ("ours compile", {**ours, "compile": True})]
     every: dict[str, list] = {}
     for rep in range(a.repeats):
         for name, spec in plan:
@@ -469,9 +466,11 @@ def main() -> None:
           f"{our_dropout} (our params default) vs {runs['hf_bf16']['dropout'] if 'hf_bf16' in runs else '-'} "
           "(RobertaConfig default); our MLM head runs on masked positions only (sparse_head), HF's on every "
           "position; masking: our vectorized Masker vs DataCollatorForLanguageModeling; loop: mlmpipe.training "
-          "(accelerate, fused AdamW, clip 1.0) vs Trainer (fused AdamW, clip 1.0); attention: SDPA on both, but "
-          "with dropout > 0 SDPA runs its math kernel (bmm + softmax), without it the CPU flash kernel; same: blocks, "
-          "batch, bf16 autocast with fp32 master weights, torch threads")
+          "(accelerate, fused AdamW, clip 1.0) vs Trainer (fused AdamW, clip 1.0); precision: ours "
+          f"{runs['ours']['mixed_precision'] if 'ours' in runs else '-'} (bf16-pure: bf16 weights and compute, fp32 "
+          "master weights in the optimizer) vs bf16 autocast with fp32 weights; attention: SDPA on both, ours forced "
+          "to the math kernel on CPU (pretrain.attention_kernel auto), HF's gets the math kernel too because its "
+          "dropout > 0 rules the CPU flash kernel out; same: blocks, batch, torch threads")
     ours_r, hf_r = runs.get("ours"), runs.get("hf_bf16")
     if "ours" in runs:
         print(f"  ours: train loss (10-step windows) {ours_r['loss_first']:.3f} -> {ours_r['loss_last']:.3f}; peak RSS "
@@ -479,8 +478,8 @@ def main() -> None:
     if hf_r:
         print(f"  hf:   mean train loss {hf_r['train_loss_mean']:.3f}")
     if a.levers and ours_r:
-        print("levers (ours = sparse_head true, mixed_precision bf16, dropout "
-              f"{our_dropout}, SDPA default backend; each row changes one thing):")
+        print(f"levers (ours = sparse_head true, mixed_precision {a.ours_precision}, dropout {our_dropout}, "
+              "attention_kernel auto; each row changes one thing):")
         for name in [k for k in runs if k.startswith("ours ")]:
             r = runs[name]
             print(f"lever {name:<32} {r['tok_s']:9.0f} tok/s = {r['tok_s'] / ours_r['tok_s']:.2f} x ours (fastest "

@@ -2,7 +2,6 @@
 and end with exactly the weights and metrics of an uninterrupted run. SIGTERM stops cleanly with a
 checkpoint and a one-line hint."""
 import hashlib
-import json
 import signal
 import subprocess
 import time

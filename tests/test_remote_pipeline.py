@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 import servers
-from pipeline_repo import STAGES, PipelineRepo, make_repo, stages_run, tree_hashes
+from pipeline_repo import STAGES, PipelineRepo, make_repo, stages_run
 
 pytestmark = pytest.mark.slow
 

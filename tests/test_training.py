@@ -72,6 +72,27 @@ def test_loss_falls_over_20_steps(bpe_tok, data, tmp_path):
     assert Checkpoints(str(tmp_path / "ck"), "fp", 2).complete() == []
 
 
+def test_attention_kernel_auto_is_math_on_cpu_and_default_leaves_pytorch_choice():
+    flags = torch.backends.cuda.flash_sdp_enabled, torch.backends.cuda.math_sdp_enabled
+    before = [f() for f in flags]
+    with TR.attention_kernel("auto", "cpu"):
+        assert [f() for f in flags] == [False, True]
+    with TR.attention_kernel("flash", "cpu"):
+        assert [f() for f in flags] == [True, False]
+    assert [f() for f in flags] == before
+    with TR.attention_kernel("auto", "cuda"), TR.attention_kernel("default", "cpu"):
+        assert [f() for f in flags] == before
+
+
+def test_attention_kernels_train_the_same(bpe_tok, data, tmp_path):
+    curves = {}
+    for kernel in ("math", "flash"):
+        p = tiny_pretrain_params(max_steps=6, log_every=1, attention_kernel=kernel)
+        _, hist, _ = run(bpe_tok, data, p, tmp_path / kernel)
+        curves[kernel] = [r["loss"] for r in hist.train]
+    assert curves["math"] == pytest.approx(curves["flash"], rel=1e-3)
+
+
 def test_sparse_and_full_head_same_loss(bpe_tok, data, tmp_path):
     train, _ = data
     model = fresh_model(bpe_tok)

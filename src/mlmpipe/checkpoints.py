@@ -20,7 +20,7 @@ from .params import MlmpipeError
 log = logging.getLogger(__name__)
 # Params that change only logging or bookkeeping, not the trained weights.
 NON_MATH = ("launcher", "log_every", "eval_every", "eval_blocks", "checkpoint_every", "keep_checkpoints",
-            "num_threads", "compile")
+            "num_threads", "compile", "attention_kernel")
 
 
 class CheckpointError(MlmpipeError):

@@ -137,6 +137,18 @@ def resolve_precision(requested: str) -> str:
     return "bf16-pure" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
 
 
+def attention_kernel(name: str, device_type: str):
+    """Context manager restricting scaled_dot_product_attention to one kernel (``pretrain.attention_kernel``)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if name == "auto":
+        name = "math" if device_type == "cpu" else "default"
+    if name == "default":
+        return contextlib.nullcontext()
+    return sdpa_kernel([{"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION,
+                         "efficient": SDPBackend.EFFICIENT_ATTENTION}[name]])
+
+
 def crop_blocks(blocks: np.ndarray, idx: np.ndarray, seed: int, step: int) -> np.ndarray:
     """Examples of step ``step`` cut from the token stream at a seeded random offset after block ``idx``
     (``idx`` < number of blocks - 1), so each epoch sees the text cut at new places, not the same blocks."""
@@ -231,6 +243,8 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
     if found:  # the curves and totals cover the whole run, not only the part after the resume
         tokens_seen, train_time = resumed.get("tokens_seen", 0), resumed.get("train_time", 0.0)
     model.train()
+    kernel = contextlib.ExitStack()
+    kernel.enter_context(attention_kernel(p.attention_kernel, accelerator.device.type))
     try:
         for step in range(start, total):
             t0 = time.perf_counter()
@@ -318,6 +332,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
                 raise Interrupted(f"pretrain interrupted by signal {stop.signal} at step {done}/{total}; "
                                   f"checkpoint saved in {checkpoint_dir}; rerun `dvc repro` to resume")
     finally:
+        kernel.close()
         for s, h in handlers.items():
             signal.signal(s, h)
         if bar:
