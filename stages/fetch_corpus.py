@@ -13,11 +13,16 @@ def main() -> None:
     with atomic_dir(out) as tmp:
         scratch = tmp / ".download"
         scratch.mkdir()
-        docs = corpus.clean(corpus.iter_source(p.source, p, scratch), p.min_chars, p.dedupe, p.max_documents)
+        seen = set()  # one dedupe across all sources: no extra document repeats a validation one
+        docs = corpus.clean(corpus.iter_source(p.source, p, scratch), p.min_chars, p.dedupe, p.max_documents, seen)
         val = None
         if p.validation_source:
-            val = corpus.clean(corpus.iter_source(p.validation_source, p, scratch), p.min_chars, p.dedupe, None)
-        stats = corpus.write_corpus(docs, tmp, seed, p.validation_fraction, val, p.source, p.min_chars)
+            val = corpus.clean(corpus.iter_source(p.validation_source, p, scratch, "fetch_corpus.validation_source"),
+                               p.min_chars, p.dedupe, None, seen)
+        extra = (doc for i, src in enumerate(p.train_extra)
+                 for doc in corpus.clean(corpus.iter_source(src, p, scratch, f"fetch_corpus.train_extra[{i}]"),
+                                         p.min_chars, p.dedupe, None, seen))
+        stats = corpus.write_corpus(docs, tmp, seed, p.validation_fraction, val, p.source, p.min_chars, extra)
         for f in scratch.iterdir():
             f.unlink()
         scratch.rmdir()

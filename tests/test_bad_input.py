@@ -174,6 +174,9 @@ CASES = {
         ("build_model.checkpoint", lambda c: c.ckpt_pos16, "init: scratch")),
     "missing_corpus_file": Case("fetch_corpus", {"fetch_corpus.source": "data/raw/no-such-file.txt"},
                                 ("fetch_corpus.source", "data/raw/no-such-file.txt", "no such file")),
+    "missing_train_extra_file": Case(
+        "fetch_corpus", {"fetch_corpus.train_extra": ["builtin:python-docstrings", "data/raw/no-such-file.txt"]},
+        ("fetch_corpus.train_extra[1]", "data/raw/no-such-file.txt", "no such file")),
     "empty_corpus_file": Case("fetch_corpus", {"fetch_corpus.source": "bad/empty.txt"},
                               ("bad/empty.txt", "empty")),
     "binary_corpus_file": Case("fetch_corpus", {"fetch_corpus.source": "bad/binary.txt"},

@@ -38,6 +38,16 @@ def test_builtin_python_docs_is_prose():
     assert sum(len(d) for d in docs) > 10_000
 
 
+def test_builtin_python_docstrings_are_stdlib_docstrings_without_doctests():
+    docs = [d for d in C.builtin_python_docstrings() if len(d) >= 40]
+    assert len(docs) > 5_000 and sum(len(d) for d in docs) > 1_000_000  # several times the topics corpus
+    assert all("\n" not in d and not d.startswith(">>>") for d in docs)
+    import json as stdlib_json
+    assert " ".join(stdlib_json.dumps.__doc__.split("\n\n")[0].split()) in docs  # parsed, never imported
+    assert list(C.iter_source(C.BUILTIN_DOCSTRINGS, P.FetchCorpus(), None))[:50] == \
+        list(C.builtin_python_docstrings())[:50]
+
+
 def test_txt_line_and_paragraph_modes(tmp_path):
     f = tmp_path / "a.txt"
     f.write_text("First line of para one.\nSecond line.\n\n   \nPara two only line.\n\n\nPara three\n", "utf-8")
@@ -231,6 +241,27 @@ def test_write_corpus_split_and_stats(tmp_path):
     (tmp_path / "again").mkdir()
     again = C.write_corpus(iter(docs), tmp_path / "again", seed=7, validation_fraction=0.2)
     assert again["content_sha256"] == stats["content_sha256"]
+
+
+def test_train_extra_goes_to_train_only_and_never_repeats_a_validation_document(tmp_path):
+    docs = make_docs(200, seed=3)
+    val_docs = [d for d in docs if C.is_validation(d, 7, 0.2)]
+    extra_docs = [f"an extra training document number {i}" for i in range(50)] + val_docs[:3] + docs[:2]
+    seen = set()
+    main = C.clean(iter(docs), 10, True, None, seen)
+    extra = C.clean(iter(extra_docs), 10, True, None, seen)
+    stats = C.write_corpus(main, tmp_path, seed=7, validation_fraction=0.2, extra_train_docs=extra)
+    train = list(C.read_split(tmp_path, "train"))
+    assert list(C.read_split(tmp_path, "validation")) == val_docs  # extras never change the validation split
+    assert train == [d for d in docs if d not in val_docs] + extra_docs[:50]  # duplicates of either split dropped
+    assert stats["train_extra_documents"] == 50 and stats["train_documents"] == len(train)
+    with pytest.raises(P.ParamError) as e:
+        P.parse(P.FetchCorpus, "fetch_corpus", {"train_extra": ["builtin:python-docstrings", 3]})
+    assert one_line(e) == ("fetch_corpus.train_extra[1] = 3: must be a source string (a builtin, file path or "
+                           "glob, http(s) URL or hf:<dataset>)")
+    with pytest.raises(CorpusError) as e:
+        C.iter_source(str(tmp_path / "nope.txt"), P.FetchCorpus(), tmp_path, "fetch_corpus.train_extra[0]")
+    assert one_line(e).startswith("fetch_corpus.train_extra[0] = ")
 
 
 def test_write_corpus_non_ascii_bytes_vs_characters(tmp_path):

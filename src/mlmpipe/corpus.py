@@ -26,6 +26,8 @@ from .params import MlmpipeError
 log = logging.getLogger(__name__)
 
 BUILTIN = "builtin:python-docs"
+BUILTIN_DOCSTRINGS = "builtin:python-docstrings"
+_NOT_DOCS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "lib2to3", "__pycache__"}
 SPLITS = ("train", "validation")
 _WRITE_BATCH = 10_000
 
@@ -42,6 +44,27 @@ def builtin_python_docs() -> Iterator[str]:
         for para in re.split(r"\n\s*\n", topics[name]):
             lines = [ln for ln in para.splitlines() if not re.fullmatch(r"\s*[*=\-~^]{3,}\s*", ln)]
             yield " ".join(" ".join(lines).split())
+
+
+def builtin_python_docstrings() -> Iterator[str]:
+    """The docstrings of Python's standard library (its ``.py`` sources, parsed, never imported), one document per
+    paragraph; test suites and doctest examples (paragraphs starting with ``>>>``) left out."""
+    import ast
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(root.rglob("*.py")):
+        if _NOT_DOCS.intersection(path.relative_to(root).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_bytes())
+        except (SyntaxError, ValueError, OSError):  # e.g. a template file that is not valid Python
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                for para in re.split(r"\n\s*\n", ast.get_docstring(node) or ""):
+                    if not para.lstrip().startswith(">>>"):
+                        yield " ".join(para.split())
 
 
 def _decode(raw: bytes, path: str, offset: int, errors: str) -> str:
@@ -155,7 +178,8 @@ def read_file(path: str, fmt: str, txt_mode: str, column: str, errors: str) -> I
     return read_parquet(path, column)
 
 
-def download(url: str, dest: Path, timeout_s: float, max_bytes: int, sha256: Optional[str]) -> Path:
+def download(url: str, dest: Path, timeout_s: float, max_bytes: int, sha256: Optional[str],
+             key: str = "fetch_corpus.source") -> Path:
     """Fetch ``url`` to ``dest`` with a timeout and a size limit; verify ``sha256`` when given."""
     digest = hashlib.sha256()
     size = 0
@@ -164,13 +188,13 @@ def download(url: str, dest: Path, timeout_s: float, max_bytes: int, sha256: Opt
             while chunk := resp.read(1 << 20):
                 size += len(chunk)
                 if size > max_bytes:
-                    raise CorpusError(f"fetch_corpus.source = {url!r}: larger than fetch_corpus.max_download_mb "
+                    raise CorpusError(f"{key} = {url!r}: larger than fetch_corpus.max_download_mb "
                                       f"= {max_bytes / 2**20:g} MB")
                 digest.update(chunk)
                 out.write(chunk)
             expected = resp.headers.get("Content-Length", "")
             if expected.isdigit() and size != int(expected):  # read() returns b"" when the connection drops
-                raise CorpusError(f"fetch_corpus.source = {url!r}: download truncated: got {size} of "
+                raise CorpusError(f"{key} = {url!r}: download truncated: got {size} of "
                                   f"{expected} bytes; the download was deleted")
     except CorpusError:
         dest.unlink(missing_ok=True)
@@ -178,7 +202,7 @@ def download(url: str, dest: Path, timeout_s: float, max_bytes: int, sha256: Opt
     except (urllib.error.URLError, OSError, ValueError) as e:
         dest.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
-        raise CorpusError(f"fetch_corpus.source = {url!r}: download failed: {reason}") from None
+        raise CorpusError(f"{key} = {url!r}: download failed: {reason}") from None
     if sha256 and digest.hexdigest() != sha256.lower():
         dest.unlink(missing_ok=True)
         raise CorpusError(f"fetch_corpus.sha256: checksum mismatch for {url}: expected {sha256.lower()}, "
@@ -187,7 +211,8 @@ def download(url: str, dest: Path, timeout_s: float, max_bytes: int, sha256: Opt
     return dest
 
 
-def read_hub(name: str, config: Optional[str], split: str, revision: Optional[str], column: str) -> Iterator[str]:
+def read_hub(name: str, config: Optional[str], split: str, revision: Optional[str], column: str,
+             key: str = "fetch_corpus.source") -> Iterator[str]:
     """A Hugging Face dataset (Hub name or local dataset directory), streamed with ``datasets.load_dataset``."""
     import datasets
 
@@ -204,33 +229,40 @@ def read_hub(name: str, config: Optional[str], split: str, revision: Optional[st
         raise
     except Exception as e:  # datasets raises many kinds (FileNotFoundError, ConnectionError, HfHubHTTPError, ...)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CorpusError(f"fetch_corpus.source = 'hf:{name}': cannot load the dataset "
+        raise CorpusError(f"{key} = 'hf:{name}': cannot load the dataset "
                           f"(config={config}, split={split}, revision={revision}): {msg}") from None
 
 
-def iter_source(source: str, p, scratch_dir: Path) -> Iterator[str]:
-    """Raw documents from one source string (see ``FetchCorpus.source``)."""
+def iter_source(source: str, p, scratch_dir: Path, key: str = "fetch_corpus.source") -> Iterator[str]:
+    """Raw documents from one source string (see ``FetchCorpus.source``); ``key`` names the param in errors."""
     if source == BUILTIN:
         return builtin_python_docs()
+    if source == BUILTIN_DOCSTRINGS:
+        return builtin_python_docstrings()
     if source.startswith("builtin:"):
-        raise CorpusError(f"fetch_corpus.source = {source!r}: unknown builtin corpus; allowed: {BUILTIN}")
+        raise CorpusError(f"{key} = {source!r}: unknown builtin corpus; allowed: {BUILTIN}, "
+                          f"{BUILTIN_DOCSTRINGS}")
     if source.startswith("hf:"):
-        return read_hub(source[3:], p.hf_config, p.hf_split, p.hf_revision, p.text_column)
+        return read_hub(source[3:], p.hf_config, p.hf_split, p.hf_revision, p.text_column, key)
     if re.match(r"^https?://", source):
         name = Path(urllib.parse.urlparse(source).path).name or "download"
-        path = download(source, scratch_dir / name, p.timeout_s, int(p.max_download_mb * 2**20), p.sha256)
+        path = download(source, scratch_dir / name, p.timeout_s, int(p.max_download_mb * 2**20),
+                        p.sha256 if key == "fetch_corpus.source" else None, key)  # sha256 is the source's
         return read_file(str(path), _format_of(source, p.format), p.txt_mode, p.text_column, p.errors)
     paths = sorted(glob.glob(source, recursive=True)) if glob.has_magic(source) else [source]
     paths = [x for x in paths if os.path.isfile(x)]
     if not paths:
-        raise CorpusError(f"fetch_corpus.source = {source!r}: no such file" +
+        raise CorpusError(f"{key} = {source!r}: no such file" +
                           (" (the glob matched nothing)" if glob.has_magic(source) else ""))
     return (doc for path in paths for doc in read_file(path, p.format, p.txt_mode, p.text_column, p.errors))
 
 
-def clean(docs: Iterable[str], min_chars: int, dedupe: bool, max_documents: Optional[int]) -> Iterator[str]:
-    """Strip, drop short documents, drop exact duplicates, stop after ``max_documents``."""
-    seen: set[bytes] = set()
+def clean(docs: Iterable[str], min_chars: int, dedupe: bool, max_documents: Optional[int],
+          seen: Optional[set] = None) -> Iterator[str]:
+    """Strip, drop short documents, drop exact duplicates, stop after ``max_documents``.
+
+    ``seen``: a set shared between several calls, so a document is kept once across all of them."""
+    seen = set() if seen is None else seen
     kept = 0
     for doc in docs:
         doc = doc.strip()
@@ -290,9 +322,10 @@ class _SplitWriter:
 
 def write_corpus(train_docs: Iterable[str], out_dir: Path, seed: int, validation_fraction: float,
                  validation_docs: Optional[Iterable[str]] = None, source: Optional[str] = None,
-                 min_chars: Optional[int] = None) -> dict:
+                 min_chars: Optional[int] = None, extra_train_docs: Iterable[str] = ()) -> dict:
     """Split (unless ``validation_docs`` is given) and write both splits; return flat stats per split.
 
+    ``extra_train_docs`` go to the training split only, after the others (``fetch_corpus.train_extra``).
     ``source`` and ``min_chars`` only make the error messages name what the user set."""
     writers = {s: _SplitWriter(out_dir / f"{s}.parquet") for s in SPLITS}
     for doc in train_docs:
@@ -300,6 +333,10 @@ def write_corpus(train_docs: Iterable[str], out_dir: Path, seed: int, validation
         writers["validation" if to_val else "train"].add(doc)
     for doc in validation_docs or ():
         writers["validation"].add(doc)
+    main_docs = writers["train"].documents
+    for doc in extra_train_docs:
+        writers["train"].add(doc)
+    extra = writers["train"].documents - main_docs
     stats = {s: w.close() for s, w in writers.items()}
     where = f"fetch_corpus.source = {source!r}: " if source is not None else ""
     if stats["train"]["documents"] == 0:
@@ -311,6 +348,7 @@ def write_corpus(train_docs: Iterable[str], out_dir: Path, seed: int, validation
                           f"(now {validation_fraction}) or set fetch_corpus.validation_source")
     flat = {f"{s}_{k}": v for s, d in stats.items() for k, v in d.items()}
     total = hashlib.sha256((stats["train"]["sha256"] + stats["validation"]["sha256"]).encode()).hexdigest()
+    flat["train_extra_documents"] = extra
     return {"documents": flat["train_documents"] + flat["validation_documents"],
             "characters": flat["train_characters"] + flat["validation_characters"],
             "bytes": flat["train_bytes"] + flat["validation_bytes"], **flat, "content_sha256": total}

@@ -59,6 +59,8 @@ class FetchCorpus:
     errors: Literal["strict", "replace"] = "strict"
     validation_fraction: float = _f(0.05, ge=0.0, lt=1.0)
     validation_source: Optional[str] = None
+    # more sources (same forms as source) for the training split only: validate on source, train on more text
+    train_extra: tuple = ()
     timeout_s: float = _f(60.0, gt=0)
     max_download_mb: float = _f(2048.0, gt=0)
 
@@ -264,6 +266,11 @@ def _cross_check(name: str, p: Any) -> Any:
     if isinstance(p, FetchCorpus) and p.sha256 is not None:
         if len(p.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in p.sha256):
             raise ParamError(f"fetch_corpus.sha256 = {p.sha256!r}: must be 64 hex digits")
+    if isinstance(p, FetchCorpus):
+        for i, src in enumerate(p.train_extra):
+            if not isinstance(src, str) or not src:
+                raise ParamError(f"fetch_corpus.train_extra[{i}] = {src!r}: must be a source string (a builtin, "
+                                 f"file path or glob, http(s) URL or hf:<dataset>)")
     if isinstance(p, FillMaskReport):
         prompts = []
         for i, item in enumerate(p.prompts):
