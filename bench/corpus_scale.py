@@ -55,9 +55,9 @@ def number_words(n: int) -> str:
 
 def build_corpus(path: Path, mb: float, seed: int = 0) -> dict:
     """Write about ``mb`` MB (10^6 bytes) of paragraph-separated text; return counts."""
-    from mlmpipe import corpus
+    from mlmpipe import corpus, sources
 
-    base = list(corpus.clean(corpus.builtin_python_docs(), 40, True, None))
+    base = list(corpus.clean(sources.builtin_python_docs(), 40, True, None))
     split = [re.split(r"(?<=[.!?])\s+", d) for d in base]
     target = int(mb * 1e6)
     written = docs = copies = 0

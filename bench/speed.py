@@ -52,14 +52,14 @@ def prepare_data(d: Path, vocab: int, block: int) -> dict:
     import datasets
     import numpy as np
 
-    from mlmpipe import corpus, grouping, tokenizer
+    from mlmpipe import corpus, grouping, sources, tokenizer
 
     datasets.disable_progress_bars()
     t0 = time.perf_counter()
     d.mkdir(parents=True, exist_ok=True)
     cdir = d / "corpus"
     cdir.mkdir(exist_ok=True)
-    docs = corpus.clean(corpus.builtin_python_docs(), 40, True, None)
+    docs = corpus.clean(sources.builtin_python_docs(), 40, True, None)
     cstats = corpus.write_corpus(docs, cdir, SEED, 0.05)
     tok = tokenizer.train(corpus.read_split(cdir, "train"), "bpe", vocab, 2, False, 512)
     tok.save_pretrained(str(d / "tokenizer"))

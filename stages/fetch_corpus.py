@@ -3,7 +3,7 @@ from pathlib import Path
 
 from _stage import params, run
 
-from mlmpipe import corpus
+from mlmpipe import corpus, sources
 from mlmpipe.outputs import atomic_dir, write_json
 
 
@@ -14,13 +14,13 @@ def main() -> None:
         scratch = tmp / ".download"
         scratch.mkdir()
         seen = set()  # one dedupe across all sources: no extra document repeats a validation one
-        docs = corpus.clean(corpus.iter_source(p.source, p, scratch), p.min_chars, p.dedupe, p.max_documents, seen)
+        docs = corpus.clean(sources.iter_source(p.source, p, scratch), p.min_chars, p.dedupe, p.max_documents, seen)
         val = None
         if p.validation_source:
-            val = corpus.clean(corpus.iter_source(p.validation_source, p, scratch, "fetch_corpus.validation_source"),
+            val = corpus.clean(sources.iter_source(p.validation_source, p, scratch, "fetch_corpus.validation_source"),
                                p.min_chars, p.dedupe, None, seen)
         extra = (doc for i, src in enumerate(p.train_extra)
-                 for doc in corpus.clean(corpus.iter_source(src, p, scratch, f"fetch_corpus.train_extra[{i}]"),
+                 for doc in corpus.clean(sources.iter_source(src, p, scratch, f"fetch_corpus.train_extra[{i}]"),
                                          p.min_chars, p.dedupe, None, seen))
         stats = corpus.write_corpus(docs, tmp, seed, p.validation_fraction, val, p.source, p.min_chars, extra)
         for f in scratch.iterdir():

@@ -1,4 +1,4 @@
-"""corpus.py: readers for every format, cleaning, the seeded split, the Parquet writer, downloads
+"""sources.py and corpus.py: readers for every format, cleaning, the seeded split, the Parquet writer, downloads
 from a real local HTTP server, and Hugging Face datasets loaded from a local directory."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlmpipe import corpus as C
+from mlmpipe import sources as S
 from mlmpipe import params as P
 from mlmpipe.corpus import CorpusError
 
@@ -29,7 +30,7 @@ def one_line(e: pytest.ExceptionInfo) -> str:
 
 def test_builtin_python_docs_is_prose():
     docs = []
-    for d in C.builtin_python_docs():
+    for d in S.builtin_python_docs():
         docs.append(d)
         if len(docs) == 200:
             break
@@ -39,22 +40,22 @@ def test_builtin_python_docs_is_prose():
 
 
 def test_builtin_python_docstrings_are_stdlib_docstrings_without_doctests():
-    docs = [d for d in C.builtin_python_docstrings() if len(d) >= 40]
+    docs = [d for d in S.builtin_python_docstrings() if len(d) >= 40]
     assert len(docs) > 5_000 and sum(len(d) for d in docs) > 1_000_000  # several times the topics corpus
     assert all("\n" not in d and not d.startswith(">>>") for d in docs)
     import json as stdlib_json
     assert " ".join(stdlib_json.dumps.__doc__.split("\n\n")[0].split()) in docs  # parsed, never imported
-    assert list(C.iter_source(C.BUILTIN_DOCSTRINGS, P.FetchCorpus(), None))[:50] == \
-        list(C.builtin_python_docstrings())[:50]
+    assert list(S.iter_source(S.BUILTIN_DOCSTRINGS, P.FetchCorpus(), None))[:50] == \
+        list(S.builtin_python_docstrings())[:50]
 
 
 def test_txt_line_and_paragraph_modes(tmp_path):
     f = tmp_path / "a.txt"
     f.write_text("First line of para one.\nSecond line.\n\n   \nPara two only line.\n\n\nPara three\n", "utf-8")
-    lines = list(C.read_txt(str(f), "line", "strict"))
+    lines = list(S.read_txt(str(f), "line", "strict"))
     assert [ln.strip() for ln in lines] == ["First line of para one.", "Second line.", "", "", "Para two only line.",
                                             "", "", "Para three"]
-    paras = list(C.read_txt(str(f), "paragraph", "strict"))
+    paras = list(S.read_txt(str(f), "paragraph", "strict"))
     assert paras == ["First line of para one. Second line.", "Para two only line.", "Para three"]
 
 
@@ -72,7 +73,7 @@ def test_jsonl_json_csv_parquet_with_text_column(tmp_path):
                    tmp_path / "a.parquet")
     want = [r["body"] for r in rows]
     for name in ("a.jsonl", "a.json", "b.json", "c.json", "a.csv", "a.parquet"):
-        got = list(C.read_file(str(tmp_path / name), "auto", "paragraph", "body", "strict"))
+        got = list(S.read_file(str(tmp_path / name), "auto", "paragraph", "body", "strict"))
         assert got == want, name
 
 
@@ -83,14 +84,14 @@ def test_csv_with_quoted_multiline_field(tmp_path):
         w.writerow(["text"])
         w.writerow(["line one\nline two, with comma"])
         w.writerow(["plain"])
-    assert list(C.read_csv(str(f), "text", "strict")) == ["line one\nline two, with comma", "plain"]
+    assert list(S.read_csv(str(f), "text", "strict")) == ["line one\nline two, with comma", "plain"]
 
 
 def test_format_forced_and_detected():
-    assert C._format_of("x/data.ndjson", "auto") == "jsonl"
-    assert C._format_of("https://h/x.pq?raw=1", "auto") == "parquet"
-    assert C._format_of("x/README", "auto") == "txt"
-    assert C._format_of("x/data.txt", "csv") == "csv"
+    assert S._format_of("x/data.ndjson", "auto") == "jsonl"
+    assert S._format_of("https://h/x.pq?raw=1", "auto") == "parquet"
+    assert S._format_of("x/README", "auto") == "txt"
+    assert S._format_of("x/data.txt", "csv") == "csv"
 
 
 @pytest.mark.parametrize("name,content", [
@@ -102,7 +103,7 @@ def test_missing_column_error(tmp_path, name, content):
     f = tmp_path / name
     f.write_text(content, "utf-8")
     with pytest.raises(CorpusError) as e:
-        list(C.read_file(str(f), "auto", "paragraph", "text", "strict"))
+        list(S.read_file(str(f), "auto", "paragraph", "text", "strict"))
     msg = one_line(e)
     assert str(f) in msg and "'text'" in msg and "body" in msg
 
@@ -111,7 +112,7 @@ def test_missing_column_parquet(tmp_path):
     f = tmp_path / "a.parquet"
     pq.write_table(pa.table({"body": ["x"]}), f)
     with pytest.raises(CorpusError) as e:
-        list(C.read_parquet(str(f), "text"))
+        list(S.read_parquet(str(f), "text"))
     assert "no column 'text'" in one_line(e) and "body" in one_line(e)
 
 
@@ -119,7 +120,7 @@ def test_invalid_jsonl_line(tmp_path):
     f = tmp_path / "a.jsonl"
     f.write_text('{"text": "ok"}\n{"text": \n', "utf-8")
     with pytest.raises(CorpusError) as e:
-        list(C.read_jsonl(str(f), "text", "strict"))
+        list(S.read_jsonl(str(f), "text", "strict"))
     assert "line 2" in one_line(e)
 
 
@@ -127,12 +128,12 @@ def test_non_utf8_names_file_and_byte_offset(tmp_path):
     f = tmp_path / "latin1.txt"
     f.write_bytes(b"hello world\ncaf\xe9 au lait\n")
     with pytest.raises(CorpusError) as e:
-        list(C.read_txt(str(f), "line", "strict"))
+        list(S.read_txt(str(f), "line", "strict"))
     msg = one_line(e)
     assert str(f) in msg
     assert "byte offset 15" in msg  # 12 bytes of line one + "caf"
     assert "errors: replace" in msg
-    lines = list(C.read_txt(str(f), "line", "replace"))
+    lines = list(S.read_txt(str(f), "line", "replace"))
     assert lines[1].rstrip("\n") == "caf\ufffd au lait"
 
 
@@ -141,17 +142,17 @@ def test_non_utf8_in_json_offset(tmp_path):
     raw = b'[{"text": "ab\xffc"}]'
     f.write_bytes(raw)
     with pytest.raises(CorpusError) as e:
-        list(C.read_json(str(f), "text", "strict"))
+        list(S.read_json(str(f), "text", "strict"))
     bad = raw.index(b"\xff")
     assert f"byte offset {bad}" in one_line(e)
-    assert list(C.read_json(str(f), "text", "replace")) == ["ab\ufffdc"]
+    assert list(S.read_json(str(f), "text", "replace")) == ["ab\ufffdc"]
 
 
 def test_binary_file_detected(tmp_path):
     f = tmp_path / "blob.txt"
     f.write_bytes(b"some text\nmore\x00\x01\x02 bytes\n")
     with pytest.raises(CorpusError) as e:
-        list(C.read_txt(str(f), "paragraph", "replace"))  # even with errors: replace
+        list(S.read_txt(str(f), "paragraph", "replace"))  # even with errors: replace
     msg = one_line(e)
     assert "looks binary" in msg and str(f) in msg and "byte offset 14" in msg
 
@@ -160,7 +161,7 @@ def test_parquet_not_parquet(tmp_path):
     f = tmp_path / "bad.parquet"
     f.write_bytes(b"not parquet at all")
     with pytest.raises(CorpusError) as e:
-        list(C.read_parquet(str(f), "text"))
+        list(S.read_parquet(str(f), "text"))
     assert str(f) in str(e.value)
 
 
@@ -168,15 +169,15 @@ def test_iter_source_glob_and_missing(tmp_path):
     (tmp_path / "a.txt").write_text("alpha\n\nbeta\n", "utf-8")
     (tmp_path / "b.txt").write_text("gamma\n", "utf-8")
     p = P.FetchCorpus()
-    assert list(C.iter_source(str(tmp_path / "*.txt"), p, tmp_path)) == ["alpha", "beta", "gamma"]
+    assert list(S.iter_source(str(tmp_path / "*.txt"), p, tmp_path)) == ["alpha", "beta", "gamma"]
     with pytest.raises(CorpusError) as e:
-        C.iter_source(str(tmp_path / "*.md"), p, tmp_path)
+        S.iter_source(str(tmp_path / "*.md"), p, tmp_path)
     assert "glob matched nothing" in one_line(e)
     with pytest.raises(CorpusError):
-        C.iter_source(str(tmp_path / "nope.txt"), p, tmp_path)
+        S.iter_source(str(tmp_path / "nope.txt"), p, tmp_path)
     with pytest.raises(CorpusError) as e:
-        C.iter_source("builtin:wikipedia", p, tmp_path)
-    assert C.BUILTIN in one_line(e)
+        S.iter_source("builtin:wikipedia", p, tmp_path)
+    assert S.BUILTIN in one_line(e)
 
 
 # ---------------------------------------------------------------------------------------- cleaning/split
@@ -260,7 +261,7 @@ def test_train_extra_goes_to_train_only_and_never_repeats_a_validation_document(
     assert one_line(e) == ("fetch_corpus.train_extra[1] = 3: must be a source string (a builtin, file path or "
                            "glob, http(s) URL or hf:<dataset>)")
     with pytest.raises(CorpusError) as e:
-        C.iter_source(str(tmp_path / "nope.txt"), P.FetchCorpus(), tmp_path, "fetch_corpus.train_extra[0]")
+        S.iter_source(str(tmp_path / "nope.txt"), P.FetchCorpus(), tmp_path, "fetch_corpus.train_extra[0]")
     assert one_line(e).startswith("fetch_corpus.train_extra[0] = ")
 
 
@@ -325,16 +326,16 @@ def http_server():
 
 def test_download_with_correct_sha256(http_server, tmp_path):
     base, body = http_server
-    dest = C.download(base + "/corpus.txt", tmp_path / "corpus.txt", 10, 2**20, hashlib.sha256(body).hexdigest())
+    dest = S.download(base + "/corpus.txt", tmp_path / "corpus.txt", 10, 2**20, hashlib.sha256(body).hexdigest())
     assert dest.read_bytes() == body
     # upper-case hex is accepted too
-    C.download(base + "/corpus.txt", tmp_path / "c2.txt", 10, 2**20, hashlib.sha256(body).hexdigest().upper())
+    S.download(base + "/corpus.txt", tmp_path / "c2.txt", 10, 2**20, hashlib.sha256(body).hexdigest().upper())
 
 
 def test_download_sha256_mismatch_deletes_file(http_server, tmp_path):
     base, body = http_server
     with pytest.raises(CorpusError) as e:
-        C.download(base + "/corpus.txt", tmp_path / "corpus.txt", 10, 2**20, "0" * 64)
+        S.download(base + "/corpus.txt", tmp_path / "corpus.txt", 10, 2**20, "0" * 64)
     msg = one_line(e)
     assert "checksum mismatch" in msg and hashlib.sha256(body).hexdigest() in msg
     assert not (tmp_path / "corpus.txt").exists()
@@ -343,7 +344,7 @@ def test_download_sha256_mismatch_deletes_file(http_server, tmp_path):
 def test_download_size_limit(http_server, tmp_path):
     base, _ = http_server
     with pytest.raises(CorpusError) as e:
-        C.download(base + "/big.txt", tmp_path / "big.txt", 10, 2**20, None)
+        S.download(base + "/big.txt", tmp_path / "big.txt", 10, 2**20, None)
     assert "max_download_mb" in one_line(e)
     assert not (tmp_path / "big.txt").exists()
 
@@ -351,7 +352,7 @@ def test_download_size_limit(http_server, tmp_path):
 def test_download_404(http_server, tmp_path):
     base, _ = http_server
     with pytest.raises(CorpusError) as e:
-        C.download(base + "/missing.txt", tmp_path / "missing.txt", 10, 2**20, None)
+        S.download(base + "/missing.txt", tmp_path / "missing.txt", 10, 2**20, None)
     msg = one_line(e)
     assert "download failed" in msg and "missing.txt" in msg
     assert not (tmp_path / "missing.txt").exists()
@@ -360,7 +361,7 @@ def test_download_404(http_server, tmp_path):
 def test_download_dropped_connection_is_not_a_short_corpus(http_server, tmp_path):
     base, body = http_server
     with pytest.raises(CorpusError) as e:
-        C.download(base + "/dropped.txt", tmp_path / "dropped.txt", 10, 2**20, None)
+        S.download(base + "/dropped.txt", tmp_path / "dropped.txt", 10, 2**20, None)
     msg = one_line(e)
     assert "truncated" in msg and f"got {len(body)} of {len(body) * 10} bytes" in msg
     assert not (tmp_path / "dropped.txt").exists()
@@ -370,7 +371,7 @@ def test_iter_source_url_end_to_end(http_server, tmp_path):
     base, body = http_server
     p = P.parse(P.FetchCorpus, "fetch_corpus", {"source": base + "/corpus.txt",
                                                 "sha256": hashlib.sha256(body).hexdigest()})
-    docs = list(C.iter_source(p.source, p, tmp_path))
+    docs = list(S.iter_source(p.source, p, tmp_path))
     assert docs == make_docs(50, seed=5)
 
 
@@ -393,17 +394,17 @@ def test_read_hub_local_dataset_directory(tmp_path, hub_offline):
     d.mkdir()
     (d / "part-0.jsonl").write_text("\n".join(json.dumps({"text": f"doc {i}", "n": i}) for i in range(3)) + "\n")
     (d / "part-1.jsonl").write_text("\n".join(json.dumps({"text": f"doc {i}", "n": i}) for i in range(3, 5)) + "\n")
-    got = list(C.read_hub(str(d), None, "train", None, "text"))
+    got = list(S.read_hub(str(d), None, "train", None, "text"))
     assert sorted(got) == [f"doc {i}" for i in range(5)]
     with pytest.raises(CorpusError) as e:
-        list(C.read_hub(str(d), None, "train", None, "body"))
+        list(S.read_hub(str(d), None, "train", None, "body"))
     assert "'body'" in one_line(e) and "text" in one_line(e)
     p = P.parse(P.FetchCorpus, "fetch_corpus", {"source": f"hf:{d}"})
-    assert sorted(C.iter_source(p.source, p, tmp_path)) == sorted(got)
+    assert sorted(S.iter_source(p.source, p, tmp_path)) == sorted(got)
 
 
 def test_read_hub_unknown_dataset_is_one_line(hub_offline):
     with pytest.raises(CorpusError) as e:
-        list(C.read_hub("nobody-mlmpipe/no-such-dataset", None, "train", None, "text"))
+        list(S.read_hub("nobody-mlmpipe/no-such-dataset", None, "train", None, "text"))
     msg = one_line(e)
     assert msg.startswith("fetch_corpus.source = 'hf:nobody-mlmpipe/no-such-dataset'")

@@ -1,0 +1,53 @@
+"""dvc.yaml lists, for every stage, exactly the code the stage runs: its own module, stages/_stage.py and
+every library module it imports directly or through another library module. A missing entry would let a
+library change skip a stage that runs it; an extra one would rerun a stage for code it never runs."""
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+LIB = ROOT / "src" / "mlmpipe"
+
+
+def imported_files(path: Path) -> set[str]:
+    """Project files imported by ``path`` (a stage or a library module), as repo-relative paths."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module == "_stage":
+                found.add("stages/_stage.py")
+            elif node.level == 0 and node.module == "mlmpipe" or node.level == 1 and node.module is None:
+                found.update(f"src/mlmpipe/{a.name}.py" for a in node.names)
+            elif node.level == 0 and (node.module or "").startswith("mlmpipe."):
+                found.add(f"src/mlmpipe/{node.module.split('.')[1]}.py")
+            elif node.level == 1:
+                found.add(f"src/mlmpipe/{node.module.split('.')[0]}.py")
+        elif isinstance(node, ast.Import):
+            found.update(f"src/mlmpipe/{a.name.split('.')[1]}.py" for a in node.names
+                         if a.name.startswith("mlmpipe."))
+    return {f for f in found if (ROOT / f).is_file()}
+
+
+def closure(start: str) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for f in imported_files(ROOT / todo.pop()) - seen:
+            seen.add(f)
+            todo.append(f)
+    return seen
+
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_code_deps_are_exactly_the_code_it_runs(name):
+    code = {d for d in STAGES[name]["deps"] if d.endswith(".py")}
+    assert code == closure(f"stages/{name}.py")
+
+
+def test_every_library_module_is_some_stage_dep():
+    used = set().union(*(closure(f"stages/{n}.py") for n in STAGES))
+    assert {f"src/mlmpipe/{p.name}" for p in LIB.glob("*.py") if p.name != "__init__.py"} <= used
