@@ -36,9 +36,11 @@ def blocks_dataset(blocks: np.ndarray, tokenizer):
 
 
 def make_model(vocab_size: int, block_size: int, layers: int, hidden: int, heads: int, intermediate: int,
-               pad_token_id: int, bos_token_id: int, eos_token_id: int, dropout: float | None = None, seed: int = 42):
+               pad_token_id: int, bos_token_id: int, eos_token_id: int, dropout: float | None = None, seed: int = 42,
+               attn_implementation: str | None = None):
     """``RobertaForMaskedLM`` from a ``RobertaConfig``, as in "How to train a new language model from scratch"
-    (max_position_embeddings = block + 2, type_vocab_size = 1); dropout None keeps the config default (0.1)."""
+    (max_position_embeddings = block + 2, type_vocab_size = 1); dropout None keeps the config default (0.1),
+    attn_implementation None transformers' default (sdpa)."""
     import torch
     from transformers import RobertaConfig, RobertaForMaskedLM
 
@@ -47,6 +49,8 @@ def make_model(vocab_size: int, block_size: int, layers: int, hidden: int, heads
                            hidden_size=hidden, num_attention_heads=heads, intermediate_size=intermediate,
                            type_vocab_size=1, pad_token_id=pad_token_id, bos_token_id=bos_token_id,
                            eos_token_id=eos_token_id, **kw)
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     return RobertaForMaskedLM(config)
 

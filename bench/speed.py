@@ -241,7 +241,8 @@ def worker_hf(a, spec: dict) -> dict:
     blocks = np.load(d / "train.npy")
     layers, hidden, heads, inter = spec["dims"]
     model = hf_recipe.make_model(len(tok), spec["block"], layers, hidden, heads, inter, tok.pad_token_id,
-                                 tok.bos_token_id, tok.eos_token_id, dropout=spec["dropout"], seed=SEED)
+                                 tok.bos_token_id, tok.eos_token_id, dropout=spec["dropout"], seed=SEED,
+                                 attn_implementation=spec.get("hf_attn"))
     total = spec["warmup"] + spec["steps"]
     clock = StepClock(spec["device"] == "cuda")
     with tempfile.TemporaryDirectory(prefix="bench_hf_") as output_dir:
@@ -330,12 +331,15 @@ def main() -> None:
     ap.add_argument("--hf-only", action="store_true")
     ap.add_argument("--levers", action="store_true",
                     help="also run our loop with one change each: sparse_head false, mixed_precision no, dropout 0.1 "
-                         "(the HF default), attention_kernel default (PyTorch's SDPA choice), bf16 autocast, torch.compile")
+                         "(the HF default), attention_kernel math / default (SDPA's math kernel / PyTorch's SDPA choice), bf16 "
+                         "autocast, torch.compile; and the HF recipe with eager attention")
     ap.add_argument("--repeats", type=int, default=3,
                     help="run every measurement this many times, alternating sides; report the median and spread")
     ap.add_argument("--ours-precision", default="auto",
                     help="pretrain.mixed_precision of our side (auto, the pipeline default: bf16-pure on a CPU with "
                          "native bf16, bf16 autocast on GPU)")
+    ap.add_argument("--hf-attn", choices=("sdpa", "eager"), default=None,
+                    help="attn_implementation of the HF side (default: transformers' default, sdpa)")
     ap.add_argument("--hf-dropout", type=float, default=None,
                     help="dropout of the HF side (default: the RobertaConfig default, 0.1, as the recipe has it)")
     ap.add_argument("--hf-workers", type=int, default=0, help="dataloader_num_workers of the HF side")
@@ -413,15 +417,19 @@ def main() -> None:
         plan.append(("ours", {**base, "side": "ours", "mixed_precision": a.ours_precision, "sparse_head": True,
                               "dropout": our_dropout}))
     if not a.ours_only:
-        plan.append(("hf_bf16", {**base, "side": "hf", "mixed_precision": "bf16", "dropout": a.hf_dropout}))
+        plan.append(("hf_bf16", {**base, "side": "hf", "mixed_precision": "bf16", "dropout": a.hf_dropout,
+                                 "hf_attn": a.hf_attn}))
     if a.levers and not a.hf_only:
         ours = plan[0][1]
         plan += [("ours sparse_head=false", {**ours, "sparse_head": False}),
                  ("ours mixed_precision=no", {**ours, "mixed_precision": "no"}),
                  ("ours dropout=0.1", {**ours, "dropout": 0.1}),
+                 ("ours attention_kernel=math", {**ours, "attention_kernel": "math"}),
                  ("ours attention_kernel=default", {**ours, "attention_kernel": "default"}),
                  ("ours mixed_precision=bf16", {**ours, "mixed_precision": "bf16"}),
                  ("ours compile", {**ours, "compile": True})]
+        if not a.ours_only:  # the recipe with transformers' eager attention instead of its default (sdpa)
+            plan.append(("hf_bf16 attn=eager", {**plan[1][1], "hf_attn": "eager"}))
     every: dict[str, list] = {}
     for rep in range(a.repeats):
         for name, spec in plan:
@@ -468,9 +476,10 @@ def main() -> None:
           "position; masking: our vectorized Masker vs DataCollatorForLanguageModeling; loop: mlmpipe.training "
           "(accelerate, fused AdamW, clip 1.0) vs Trainer (fused AdamW, clip 1.0); precision: ours "
           f"{runs['ours']['mixed_precision'] if 'ours' in runs else '-'} (bf16-pure: bf16 weights and compute, fp32 "
-          "master weights in the optimizer) vs bf16 autocast with fp32 weights; attention: SDPA on both, ours forced "
-          "to the math kernel on CPU (pretrain.attention_kernel auto), HF's gets the math kernel too because its "
-          "dropout > 0 rules the CPU flash kernel out; same: blocks, batch, torch threads")
+          "master weights in the optimizer) vs bf16 autocast with fp32 weights; attention: ours "
+          "pretrain.attention_kernel auto (on CPU: matmul, two bf16 matmuls and a softmax), HF's "
+          f"{runs['hf_bf16']['attn_implementation'] if 'hf_bf16' in runs else '-'} (with sdpa and dropout > 0 "
+          "PyTorch picks the math kernel, which upcasts bf16 to fp32); same: blocks, batch, torch threads")
     ours_r, hf_r = runs.get("ours"), runs.get("hf_bf16")
     if "ours" in runs:
         print(f"  ours: train loss (10-step windows) {ours_r['loss_first']:.3f} -> {ours_r['loss_last']:.3f}; peak RSS "
@@ -480,10 +489,11 @@ def main() -> None:
     if a.levers and ours_r:
         print(f"levers (ours = sparse_head true, mixed_precision {a.ours_precision}, dropout {our_dropout}, "
               "attention_kernel auto; each row changes one thing):")
-        for name in [k for k in runs if k.startswith("ours ")]:
-            r = runs[name]
-            print(f"lever {name:<32} {r['tok_s']:9.0f} tok/s = {r['tok_s'] / ours_r['tok_s']:.2f} x ours (fastest "
-                  f"steps: {r['tok_s_fastest_step']:.0f} = {r['tok_s_fastest_step'] / ours_r['tok_s_fastest_step']:.2f} x)")
+        for name in [k for k in runs if k.startswith(("ours ", "hf_bf16 "))]:
+            r, side = runs[name], name.split()[0]  # each lever against its own side's run
+            ref_r = runs[side]
+            print(f"lever {name:<32} {r['tok_s']:9.0f} tok/s = {r['tok_s'] / ref_r['tok_s']:.2f} x {side} (fastest "
+                  f"steps: {r['tok_s_fastest_step']:.0f} = {r['tok_s_fastest_step'] / ref_r['tok_s_fastest_step']:.2f} x)")
     print(f"load average now {os.getloadavg()[0]:.2f}")
     o = ours_r["tok_s"] if ours_r else float("nan")
     h = hf_r["tok_s"] if hf_r else float("nan")

@@ -135,7 +135,7 @@ def _truncated_checkpoint(c: "Ctx") -> Callable[[], None]:
     import shutil
 
     from mlmpipe import checkpoints, grouping
-    from mlmpipe.training import make_optimizer
+    from mlmpipe.compute import make_optimizer
     from mlmpipe import params as P
     from mlmpipe.model import load
 

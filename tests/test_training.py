@@ -12,13 +12,14 @@ import torch
 
 from mlmpipe import grouping as G
 from mlmpipe import model as M
+from mlmpipe import compute as C
 from mlmpipe import training as TR
 from mlmpipe.masking import IGNORE, Masker, generator, pad_batch
 from mlmpipe import checkpoints as CK
 from mlmpipe.checkpoints import CheckpointError, Checkpoints
 from mlmpipe.training import TrainingError
 
-from conftest import tiny_model_params, tiny_pretrain_params
+from conftest import FAMILIES, FAMILY_KIND, tiny_model_params, tiny_pretrain_params
 
 BLOCK = 32
 
@@ -72,25 +73,51 @@ def test_loss_falls_over_20_steps(bpe_tok, data, tmp_path):
     assert Checkpoints(str(tmp_path / "ck"), "fp", 2).complete() == []
 
 
-def test_attention_kernel_auto_is_math_on_cpu_and_default_leaves_pytorch_choice():
+def test_attention_kernel_auto_is_matmul_on_cpu_and_restores_the_config(bpe_tok):
+    model = fresh_model(bpe_tok)
     flags = torch.backends.cuda.flash_sdp_enabled, torch.backends.cuda.math_sdp_enabled
-    before = [f() for f in flags]
-    with TR.attention_kernel("auto", "cpu"):
-        assert [f() for f in flags] == [False, True]
-    with TR.attention_kernel("flash", "cpu"):
+    before, impl = [f() for f in flags], model.config._attn_implementation
+    with C.attention_kernel("auto", "cpu", model):
+        assert model.config._attn_implementation == C.MATMUL and [f() for f in flags] == before
+    assert model.config._attn_implementation == impl
+    with C.attention_kernel("math", "cpu", model):
+        assert [f() for f in flags] == [False, True] and model.config._attn_implementation == impl
+    with C.attention_kernel("flash", "cpu"):
         assert [f() for f in flags] == [True, False]
     assert [f() for f in flags] == before
-    with TR.attention_kernel("auto", "cuda"), TR.attention_kernel("default", "cpu"):
-        assert [f() for f in flags] == before
+    with C.attention_kernel("auto", "cuda", model), C.attention_kernel("default", "cpu", model):
+        assert [f() for f in flags] == before and model.config._attn_implementation == impl
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_matmul_attention_matches_sdpa_math_with_and_without_padding(toks, family):
+    tok = toks[FAMILY_KIND[family]]
+    model = M.build_scratch(tiny_model_params(family), tok, BLOCK, seed=0).eval()
+    ids = torch.randint(5, len(tok), (4, BLOCK))
+    attn = torch.ones_like(ids)
+    attn[1, 20:] = 0  # a padded example: its padding must not be attended to
+    outs = {}
+    for kernel in ("math", "matmul"):
+        with C.attention_kernel(kernel, "cpu", model), torch.no_grad():
+            outs[kernel] = [model(input_ids=ids).logits, model(input_ids=ids, attention_mask=attn).logits]
+    for a, b in zip(outs["math"], outs["matmul"]):
+        torch.testing.assert_close(b[:, :20], a[:, :20], rtol=1e-4, atol=1e-5)
+    # padding is masked: the unpadded positions of example 1 differ from the unmasked run
+    assert not torch.allclose(outs["matmul"][0][1, :20], outs["matmul"][1][1, :20])
+    for kernel, sdpa_ops in (("math", True), ("matmul", False)):  # the kernel really runs, no silent fallback
+        with C.attention_kernel(kernel, "cpu", model), torch.no_grad(), torch.profiler.profile() as prof:
+            model(input_ids=ids, attention_mask=attn)
+        assert any("scaled_dot_product" in e.name for e in prof.events()) == sdpa_ops
 
 
 def test_attention_kernels_train_the_same(bpe_tok, data, tmp_path):
     curves = {}
-    for kernel in ("math", "flash"):
+    for kernel in ("matmul", "math", "flash"):
         p = tiny_pretrain_params(max_steps=6, log_every=1, attention_kernel=kernel)
         _, hist, _ = run(bpe_tok, data, p, tmp_path / kernel)
         curves[kernel] = [r["loss"] for r in hist.train]
-    assert curves["math"] == pytest.approx(curves["flash"], rel=1e-3)
+    assert curves["matmul"] == pytest.approx(curves["math"], rel=1e-3)
+    assert curves["flash"] == pytest.approx(curves["math"], rel=1e-3)
 
 
 def test_sparse_and_full_head_same_loss(bpe_tok, data, tmp_path):
@@ -99,8 +126,8 @@ def test_sparse_and_full_head_same_loss(bpe_tok, data, tmp_path):
     masker = Masker.from_tokenizer(bpe_tok)
     ids = torch.from_numpy(train[:8].astype(np.int64))
     x, y = masker(ids, 0.15, generator(1, 2))
-    sparse = TR.SparseMLM(model, sparse=True)(x, None, y)
-    full = TR.SparseMLM(model, sparse=False)(x, None, y)
+    sparse = C.SparseMLM(model, sparse=True)(x, None, y)
+    full = C.SparseMLM(model, sparse=False)(x, None, y)
     torch.testing.assert_close(sparse, full, rtol=1e-5, atol=1e-4)
     ref = torch.nn.functional.cross_entropy(model(input_ids=x).logits.flatten(0, 1), y.flatten(),
                                             ignore_index=IGNORE, reduction="sum")
@@ -232,7 +259,7 @@ def test_truncated_checkpoint_gives_checkpoint_error(bpe_tok, data, tmp_path, vi
 
 def test_unreadable_state_json_is_skipped(bpe_tok, data, tmp_path):
     model = fresh_model(bpe_tok)
-    opt = TR.make_optimizer(model, tiny_pretrain_params(), "cpu")
+    opt = C.make_optimizer(model, tiny_pretrain_params(), "cpu")
     ck = Checkpoints(str(tmp_path), "fp", 3)
     ck.save(2, model, opt)
     ck.save(4, model, opt)
@@ -338,7 +365,7 @@ def test_next_sentence_objective_loss_is_bertforpretraining_loss(wp_tok, tmp_pat
     nsp_y = torch.from_numpy(labels[:6].astype(np.int64))
     model.eval()
     ref = model(input_ids=xm, attention_mask=attn, token_type_ids=t, labels=y, next_sentence_label=nsp_y).loss
-    mlm_sum, nsp_sum = TR.SparseMLM(model)(xm, attn, y, t, nsp_y)
+    mlm_sum, nsp_sum = C.SparseMLM(model)(xm, attn, y, t, nsp_y)
     torch.testing.assert_close(mlm_sum / (y != IGNORE).sum() + nsp_sum / 6, ref, rtol=1e-5, atol=1e-5)
 
     p = tiny_pretrain_params(max_steps=12, log_every=4, eval_every=12, lr=0.005)

@@ -124,9 +124,10 @@ class Pretrain:
     random_offsets: bool = False  # group mode: examples start at a seeded random token, new cuts every epoch
     sparse_head: bool = True
     compile: bool = False
-    # SDPA kernel of the training steps. auto: math on CPU (its backward is ~1.3x faster than the CPU flash
-    # kernel's at block 128, bench/README.md), PyTorch's own choice on GPU; default: always PyTorch's choice
-    attention_kernel: Literal["auto", "default", "math", "flash", "efficient"] = "auto"
+    # Attention of the training steps. matmul: two matmuls and a softmax in the compute dtype (CPU bf16: faster
+    # than SDPA's math kernel, which upcasts to fp32, and the CPU flash kernel; bench/README.md); math, flash,
+    # efficient: that SDPA kernel; default: PyTorch's SDPA choice; auto: matmul on CPU, default on GPU
+    attention_kernel: Literal["auto", "default", "matmul", "math", "flash", "efficient"] = "auto"
     num_threads: int = _f(0, ge=0)  # 0: all physical cores
     log_every: int = _f(50, ge=1)
     eval_every: int = _f(250, ge=1)

@@ -7,7 +7,6 @@ So a run resumed from a checkpoint continues exactly as an uninterrupted one, an
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import json
 import logging
@@ -19,14 +18,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from accelerate import Accelerator, PartialState
-from accelerate.state import AcceleratorState
 
 from .checkpoints import Checkpoints
+from .compute import Bf16Weights, SparseMLM, accelerator_for, attention_kernel, make_optimizer, resolve_precision
 from .evaluation import fixed_masks, masked_lm_eval
 from .masking import IGNORE, Masker, generator, pad_batch
-from .model import encoder_outputs, has_nsp_head, mlm_logits, nsp_logits
+from .model import has_nsp_head
 from .params import MlmpipeError
 
 log = logging.getLogger(__name__)
@@ -38,38 +35,6 @@ class TrainingError(MlmpipeError):
 
 class Interrupted(MlmpipeError):
     pass
-
-
-class SparseMLM(torch.nn.Module):
-    """Wraps a ``*ForMaskedLM``: the MLM head runs only on masked positions (``sparse``) or everywhere."""
-
-    def __init__(self, model, sparse: bool = True):
-        super().__init__()
-        self.model, self.sparse = model, sparse
-
-    def forward(self, input_ids, attention_mask, labels, token_type_ids=None, nsp_labels=None):
-        """The MLM loss summed over masked tokens; with ``nsp_labels`` (BertForPreTraining) a pair
-        (MLM sum, next-sentence loss summed over examples)."""
-        hidden, pooled = encoder_outputs(self.model, input_ids, attention_mask, token_type_ids)
-        mlm = self._mlm(hidden, labels)
-        if nsp_labels is None:
-            return mlm
-        return mlm, F.cross_entropy(nsp_logits(self.model, pooled).float(), nsp_labels, reduction="sum")
-
-    def _mlm(self, hidden, labels):
-        sel = labels != IGNORE
-        if self.sparse:
-            # Gather the masked positions, padded to a multiple of 64 with ignored targets: the number of
-            # masked tokens changes every step, and a handful of shapes keeps the allocator's cache small.
-            idx = sel.flatten().nonzero().squeeze(1)
-            n = idx.numel()
-            idx = F.pad(idx, (0, -(-n // 64) * 64 - n))
-            target = labels.flatten()[idx]
-            target[n:] = IGNORE
-            logits = mlm_logits(self.model, hidden.flatten(0, 1)[idx])
-        else:
-            logits, target = mlm_logits(self.model, hidden).flatten(0, 1), labels.flatten()
-        return F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
 
 
 @dataclass
@@ -87,66 +52,6 @@ def schedule(p, total: int):
         frac = min(1.0, (step - p.warmup_steps) / max(1, total - p.warmup_steps))
         return 1 - frac if p.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * frac))
     return factor
-
-
-def make_optimizer(model, p, device_type: str) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    groups = [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = device_type in ("cpu", "cuda")
-    return torch.optim.AdamW(groups, lr=p.lr, betas=(p.beta1, p.beta2), fused=fused)
-
-
-class Bf16Weights:
-    """``bf16-pure`` precision: forward and backward run on a bf16 copy of the model (no autocast casts
-    between ops); the optimizer updates fp32 master weights, cast back into the copy after every step."""
-
-    def __init__(self, master):
-        self.master = master
-        self.work = copy.deepcopy(master).to(torch.bfloat16)
-        self.pairs = list(zip(master.parameters(), self.work.parameters()))
-
-    def grads_to_master(self) -> None:
-        for m, w in self.pairs:
-            m.grad = None if w.grad is None else w.grad.float()
-            w.grad = None
-
-    @torch.no_grad()
-    def master_to_work(self) -> None:
-        for m, w in self.pairs:
-            w.copy_(m)
-
-
-def _accelerator(mixed_precision: str) -> Accelerator:
-    """An Accelerator; in a single process, one whose mixed precision differs from an earlier call's
-    replaces it (accelerate keeps one global state per process; benchmarks and tests train several times)."""
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") not in (None, mixed_precision) and PartialState().num_processes == 1:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
-
-
-def resolve_precision(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    # CPU: pure-bf16 compute with fp32 master weights where the CPU has native bf16 (AVX-512 BF16 / AMX);
-    # it avoids autocast's casts between ops (measured ~5% faster than bf16 autocast on a 4x256 ModernBERT).
-    return "bf16-pure" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
-
-
-def attention_kernel(name: str, device_type: str):
-    """Context manager restricting scaled_dot_product_attention to one kernel (``pretrain.attention_kernel``)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    if name == "auto":
-        name = "math" if device_type == "cpu" else "default"
-    if name == "default":
-        return contextlib.nullcontext()
-    return sdpa_kernel([{"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION,
-                         "efficient": SDPBackend.EFFICIENT_ATTENTION}[name]])
 
 
 def crop_blocks(blocks: np.ndarray, idx: np.ndarray, seed: int, step: int) -> np.ndarray:
@@ -182,7 +87,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
     next-sentence head (BertForPreTraining) then also learns that objective, loss = MLM mean + NSP mean."""
     precision = resolve_precision(p.mixed_precision)
     pure = precision == "bf16-pure"
-    accelerator = _accelerator("no" if pure else precision)
+    accelerator = accelerator_for("no" if pure else precision)
     world, rank = accelerator.num_processes, accelerator.process_index
     if accelerator.device.type == "cpu":
         torch.set_num_threads(p.num_threads or max(1, (os.cpu_count() or 1) // world))
@@ -244,7 +149,8 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
         tokens_seen, train_time = resumed.get("tokens_seen", 0), resumed.get("train_time", 0.0)
     model.train()
     kernel = contextlib.ExitStack()
-    kernel.enter_context(attention_kernel(p.attention_kernel, accelerator.device.type))
+    kernel.enter_context(attention_kernel(p.attention_kernel, accelerator.device.type,
+                                          bf16.work if pure else model))
     try:
         for step in range(start, total):
             t0 = time.perf_counter()
