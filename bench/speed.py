@@ -187,6 +187,7 @@ def worker_ours(a, spec: dict) -> dict:
 
     from mlmpipe import model as M
     from mlmpipe import params as P
+    from mlmpipe.compute import resolve_attention
     from mlmpipe import tokenizer, training
     from mlmpipe.masking import Masker
 
@@ -220,7 +221,7 @@ def worker_ours(a, spec: dict) -> dict:
         shutil.rmtree(ckpt, ignore_errors=True)
     out = steady(clock.ends, spec["warmup"], spec["batch"], spec["block"], total)
     losses = [r.get("loss", float("nan")) for r in hist.train] or [float("nan")]
-    attn = f"{model.config._attn_implementation}, pretrain.attention_kernel {p.attention_kernel}"
+    attn = f"{resolve_attention(p.attention_kernel, spec['device'])} (pretrain.attention_kernel {p.attention_kernel})"
     out.update({"attn_implementation": attn, "dropout": config.hidden_dropout_prob,
                 "summary_tok_s_all_steps": summary.get("tokens_per_s"), "mixed_precision": summary.get("mixed_precision"),
                 "device": summary.get("device"), "loss_first": losses[0], "loss_last": losses[-1],

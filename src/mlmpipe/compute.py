@@ -124,14 +124,20 @@ def _register_matmul_attention() -> None:
     AttentionMaskInterface.register(MATMUL, sdpa_mask)
 
 
+def resolve_attention(name: str, device_type: str) -> str:
+    """``pretrain.attention_kernel`` with ``auto`` resolved: matmul on CPU, default (SDPA's choice) on GPU."""
+    if name == "auto":
+        return "matmul" if device_type == "cpu" else "default"
+    return name
+
+
 @contextlib.contextmanager
 def attention_kernel(name: str, device_type: str, model=None):
     """Context manager choosing the attention of ``model``'s training steps (``pretrain.attention_kernel``):
     ``matmul`` switches the model to ``matmul_attention`` (restored on exit, so the saved config keeps its
     own); math/flash/efficient restrict SDPA to that kernel; default leaves PyTorch's choice; auto is
     matmul on CPU and default on GPU."""
-    if name == "auto":
-        name = "matmul" if device_type == "cpu" else "default"
+    name = resolve_attention(name, device_type)
     if name == "matmul":
         _register_matmul_attention()
         config = model.config
