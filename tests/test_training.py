@@ -303,9 +303,34 @@ def test_global_batches_permutation_per_epoch():
     assert not np.array_equal(e0, TR.global_batches(n, b, seed + 1, 0))
 
 
-def test_line_by_line_data_trains(bpe_tok, docs, data, tmp_path):
+def test_global_batches_grouped_by_length_cover_the_epoch_with_little_padding():
+    rng = np.random.default_rng(0)
+    n, b, seed = 1000, 16, 5
+    lengths = TR.Lengths(rng.integers(5, 129, size=n))
+    per_epoch = n // b
+
+    def padding(batches):
+        return sum(int(lengths.values[i].max()) * len(i) - int(lengths.values[i].sum()) for i in batches)
+
+    grouped = [TR.global_batches(n, b, seed, s, lengths) for s in range(per_epoch)]
+    plain = [TR.global_batches(n, b, seed, s) for s in range(per_epoch)]
+    flat = np.concatenate(grouped)
+    assert len(set(flat.tolist())) == per_epoch * b  # still a permutation: no example twice in an epoch
+    assert padding(grouped) < 0.1 * padding(plain)
+    assert [len(x) for x in grouped] == [b] * per_epoch
+    # seeded: the same order again, another one next epoch and for another seed; long batches not all first
+    again = [TR.global_batches(n, b, seed, s, TR.Lengths(lengths.values)) for s in range(per_epoch)]
+    assert all(np.array_equal(x, y) for x, y in zip(grouped, again))
+    assert not np.array_equal(grouped[0], TR.global_batches(n, b, seed, per_epoch, lengths))
+    assert not np.array_equal(grouped[0], TR.global_batches(n, b, seed + 1, 0, lengths))
+    longest = [int(lengths.values[i].max()) for i in grouped]
+    assert longest != sorted(longest, reverse=True)
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_line_by_line_data_trains(bpe_tok, docs, data, tmp_path, group_by_length):
     rows = [np.asarray(bpe_tok(d)["input_ids"][:BLOCK], dtype=np.int32) for d in docs[:64]]
-    p = tiny_pretrain_params(max_steps=3, log_every=1)
+    p = tiny_pretrain_params(max_steps=3, log_every=1, group_by_length=group_by_length)
     _, hist, summary = run(bpe_tok, data, p, tmp_path / "ck", train_data=rows)
     assert len(hist.train) == 3 and all(np.isfinite(r["loss"]) for r in hist.train)
     assert summary["train_tokens_seen"] < 3 * 8 * BLOCK  # padding is not counted

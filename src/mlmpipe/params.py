@@ -122,6 +122,8 @@ class Pretrain:
     mlm_probability: float = _f(0.15, gt=0, lt=1)
     whole_word: bool = False
     random_offsets: bool = False  # group mode: examples start at a seeded random token, new cuts every epoch
+    # line_by_line / sentence_pairs: batches of examples of similar length (less padding), seeded random order
+    group_by_length: bool = True
     sparse_head: bool = True
     compile: bool = False
     # Attention of the training steps. matmul: two matmuls and a softmax in the compute dtype (CPU bf16: faster

@@ -1,0 +1,166 @@
+"""Per-token speed of the data paths of our pretrain loop: group (the default), whole-word masking, and
+line_by_line (one example per document, padded per batch; batches grouped by length, as
+``pretrain.group_by_length`` defaults to; ``line_by_line_unsorted`` is the same with it off, for reference).
+
+    .venv/bin/python bench/paths.py                       # params.yaml's model and pretrain, 10 + 40 steps, 3 rounds
+    .venv/bin/python bench/paths.py --steps 20 --rounds 1 # a quicker look
+
+Target (issue 5): the whole-word and line_by_line paths are no slower per token than 1.2x the default
+path. Data: the default corpus through the library (BPE of params.yaml's vocabulary size, block
+``tokenize_group.block_size``), tokenized once in ``group`` and once in ``line_by_line`` mode. Model and
+training: the ``model`` and ``pretrain`` sections of params.yaml, with ``max_steps`` = warm-up + timed
+steps (evaluation and checkpoints pushed past the end). Every run is a fresh subprocess; the rounds
+alternate the paths. A step is timed from the end of the previous optimizer step to the end of its own
+(the same global ``torch.optim`` hook as speed.py); its tokens are the real (non-padding) tokens of its
+batch, so padding counts as cost, not as work. Last line:
+``group_tok_s=<n> whole_word_tok_s=<n> line_by_line_tok_s=<n> whole_word_x=<t> line_by_line_x=<t>`` where
+``x`` = time per token relative to ``group`` (target <= 1.2).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE))
+
+from speed import SEED, StepClock, cpu_info  # noqa: E402
+
+PATHS = ("group", "whole_word", "line_by_line", "line_by_line_unsorted")
+
+
+def prepare(d: Path, vocab: int, block: int) -> None:
+    """Corpus, tokenizer, and both tokenizations as .npy files in ``d``."""
+    import numpy as np
+
+    from mlmpipe import corpus, grouping, sources, tokenizer
+
+    cdir = d / "corpus"
+    cdir.mkdir(parents=True)
+    corpus.write_corpus(corpus.clean(sources.builtin_python_docs(), 40, True, None), cdir, SEED, 0.05)
+    tok = tokenizer.train(corpus.read_split(cdir, "train"), "bpe", vocab, 2, False, 512)
+    tok.save_pretrained(str(d / "tokenizer"))
+    for mode in ("group", "line_by_line"):
+        for split in ("train", "validation"):
+            ds = grouping.tokenize_split(cdir / f"{split}.parquet", tok, mode, block, 1, 1000, d / "scratch")
+            data = grouping.load_blocks_from(ds)
+            if mode == "group":
+                np.save(d / f"{mode}-{split}.npy", np.ascontiguousarray(data, dtype=np.int32))
+            else:
+                np.save(d / f"{mode}-{split}.npy", np.array([np.asarray(x, dtype=np.int32) for x in data],
+                                                             dtype=object), allow_pickle=True)
+            del ds
+        grouping.clear_scratch(d / "scratch")
+
+
+def worker(spec: dict) -> dict:
+    import numpy as np
+    import yaml
+
+    from mlmpipe import model as M
+    from mlmpipe import params as P
+    from mlmpipe import tokenizer, training
+    from mlmpipe.masking import Masker
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    d, path = Path(spec["data"]), spec["path"]
+    tok = tokenizer.load(str(d / "tokenizer"))
+    mode = "line_by_line" if path.startswith("line_by_line") else "group"
+    load = (lambda f: np.load(f)) if mode == "group" else (lambda f: list(np.load(f, allow_pickle=True)))
+    train_data, val_data = load(d / f"{mode}-train.npy"), load(d / f"{mode}-validation.npy")
+    total = spec["warmup"] + spec["steps"]
+    p = P.parse(P.Pretrain, "pretrain", {**raw["pretrain"], "max_steps": total, "epochs": None,
+                                         "whole_word": path == "whole_word", "log_every": 10,
+                                         "group_by_length": path != "line_by_line_unsorted",
+                                         "eval_every": 10 ** 9, "checkpoint_every": 10 ** 9})
+    model = M.build_scratch(P.parse(P.Model, "model", raw["model"]), tok, spec["block"], seed=SEED)
+    ckpt = tempfile.mkdtemp(prefix="bench_paths_")
+    clock = StepClock(False)
+    try:
+        training.train(model, train_data, val_data, Masker.from_tokenizer(tok, whole_word=p.whole_word), p,
+                       SEED, tok.pad_token_id, ckpt, "bench", show_progress=False)
+    finally:
+        clock.close()
+    ends = clock.ends
+    if len(ends) != total:
+        raise RuntimeError(f"saw {len(ends)} optimizer steps, expected {total}")
+    n = len(train_data) - (1 if mode == "group" and p.random_offsets else 0)
+    lengths = training.Lengths([len(x) for x in train_data]) if mode != "group" and p.group_by_length else None
+    real, padded = 0, 0
+    for step in range(spec["warmup"], total):  # the same examples the loop drew at these steps
+        idx = training.global_batches(n, p.batch_size, SEED, step, lengths)
+        if mode == "group":
+            real += p.batch_size * spec["block"]
+            padded += p.batch_size * spec["block"]
+        else:
+            lens = [len(train_data[i]) for i in idx]
+            real += sum(lens)
+            padded += len(lens) * -(-max(lens) // 8) * 8
+    timed = ends[-1] - ends[spec["warmup"] - 1]
+    return {"tok_s": real / timed, "padding": 1 - real / padded, "step_ms": 1000 * timed / spec["steps"],
+            "examples": len(train_data)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--_worker", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a._worker:
+        spec = json.loads(Path(a._worker).read_text())
+        Path(spec["out"]).write_text(json.dumps(worker(spec)))
+        return
+    if a.steps < 1 or a.warmup < 1 or a.rounds < 1:
+        ap.error("--steps, --warmup and --rounds must be >= 1")
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    block, vocab = raw["tokenize_group"]["block_size"], raw["train_tokenizer"]["vocab_size"]
+    print(f"# data paths benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}  {cpu_info()}; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    print(f"model {raw['model'].get('family')} from params.yaml, block {block}, batch "
+          f"{raw['pretrain'].get('batch_size')}, {a.warmup} + {a.steps} steps per run, {a.rounds} rounds")
+    results: dict[str, list] = {k: [] for k in PATHS}
+    with tempfile.TemporaryDirectory(prefix="bench_paths_data_") as t:
+        data = Path(t) / "data"
+        prepare(data, vocab, block)
+        for rnd in range(a.rounds):
+            for path in PATHS:
+                spec = {"data": str(data), "path": path, "block": block, "steps": a.steps, "warmup": a.warmup,
+                        "out": str(Path(t) / "out.json")}
+                (Path(t) / "spec.json").write_text(json.dumps(spec))
+                env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false",
+                       "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(HERE), os.environ.get("PYTHONPATH", "")])}
+                proc = subprocess.run([sys.executable, __file__, "--_worker", str(Path(t) / "spec.json")], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                if proc.returncode:
+                    print(proc.stdout[-4000:], file=sys.stderr)
+                    raise SystemExit(f"{path}: worker failed (exit {proc.returncode})")
+                r = json.loads((Path(t) / "out.json").read_text())
+                results[path].append(r)
+                print(f"round {rnd + 1} {path:<22} {r['tok_s']:8.0f} real tok/s  step {r['step_ms']:6.1f} ms  "
+                      f"padding {100 * r['padding']:4.1f} %  ({r['examples']} examples)", flush=True)
+    med = {k: statistics.median(r["tok_s"] for r in v) for k, v in results.items()}
+    for k in PATHS:
+        ts = [r["tok_s"] for r in results[k]]
+        print(f"{k:<22} median {med[k]:8.0f} real tok/s (spread {min(ts):.0f}-{max(ts):.0f}); time per token "
+              f"{med['group'] / med[k]:.2f} x group (target <= 1.2)")
+    print(f"group_tok_s={med['group']:.0f} whole_word_tok_s={med['whole_word']:.0f} "
+          f"line_by_line_tok_s={med['line_by_line']:.0f} whole_word_x={med['group'] / med['whole_word']:.2f} "
+          f"line_by_line_x={med['group'] / med['line_by_line']:.2f} "
+          f"line_by_line_unsorted_x={med['group'] / med['line_by_line_unsorted']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
