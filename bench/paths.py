@@ -19,10 +19,8 @@ batch, so padding counts as cost, not as work. Last line:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(HERE))
 
+import worker  # noqa: E402
 from speed import SEED, StepClock, cpu_info  # noqa: E402
 
 PATHS = ("group", "whole_word", "line_by_line", "line_by_line_unsorted")
@@ -62,7 +61,7 @@ def prepare(d: Path, vocab: int, block: int) -> None:
         grouping.clear_scratch(d / "scratch")
 
 
-def worker(spec: dict) -> dict:
+def measure(spec: dict) -> dict:
     import numpy as np
     import yaml
 
@@ -115,11 +114,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--_worker", help=argparse.SUPPRESS)
+    worker.add_args(ap, ("path",))
     a = ap.parse_args()
-    if a._worker:
-        spec = json.loads(Path(a._worker).read_text())
-        Path(spec["out"]).write_text(json.dumps(worker(spec)))
+    if worker.serve(a, {"path": measure}):
         return
     if a.steps < 1 or a.warmup < 1 or a.rounds < 1:
         ap.error("--steps, --warmup and --rounds must be >= 1")
@@ -137,17 +134,8 @@ def main() -> None:
         prepare(data, vocab, block)
         for rnd in range(a.rounds):
             for path in PATHS:
-                spec = {"data": str(data), "path": path, "block": block, "steps": a.steps, "warmup": a.warmup,
-                        "out": str(Path(t) / "out.json")}
-                (Path(t) / "spec.json").write_text(json.dumps(spec))
-                env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false",
-                       "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(HERE), os.environ.get("PYTHONPATH", "")])}
-                proc = subprocess.run([sys.executable, __file__, "--_worker", str(Path(t) / "spec.json")], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                if proc.returncode:
-                    print(proc.stdout[-4000:], file=sys.stderr)
-                    raise SystemExit(f"{path}: worker failed (exit {proc.returncode})")
-                r = json.loads((Path(t) / "out.json").read_text())
+                spec = {"data": str(data), "path": path, "block": block, "steps": a.steps, "warmup": a.warmup}
+                r = worker.run(__file__, "path", spec, path)
                 results[path].append(r)
                 print(f"round {rnd + 1} {path:<22} {r['tok_s']:8.0f} real tok/s  step {r['step_ms']:6.1f} ms  "
                       f"padding {100 * r['padding']:4.1f} %  ({r['examples']} examples)", flush=True)

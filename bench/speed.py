@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))  # mlmpipe from this checkout even without `pip install -e`
 sys.path.insert(0, str(HERE))
+
+import worker  # noqa: E402
 
 SHAPES = {  # layers, hidden, heads, intermediate
     "roberta-4x256": (4, 256, 4, 1024),
@@ -180,7 +181,7 @@ def profiled(enabled: bool, fn):
     return out, prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60)
 
 
-def worker_ours(a, spec: dict) -> dict:
+def worker_ours(spec: dict) -> dict:
     import numpy as np
     import torch
     from transformers import AutoModelForMaskedLM
@@ -229,7 +230,7 @@ def worker_ours(a, spec: dict) -> dict:
     return out
 
 
-def worker_hf(a, spec: dict) -> dict:
+def worker_hf(spec: dict) -> dict:
     import numpy as np
     import torch
     from transformers import AutoTokenizer
@@ -260,28 +261,6 @@ def worker_hf(a, spec: dict) -> dict:
                 "train_loss_mean": res.training_loss, "device": str(model.device),
                 "vocab_size": len(tok), "profile": table})
     return out
-
-
-def run_worker(a, name: str, spec: dict) -> dict:
-    """Run one measurement in a fresh Python process; returns its result dict."""
-    with tempfile.TemporaryDirectory(prefix="bench_run_") as t:
-        spec_file, out_file = Path(t) / "spec.json", Path(t) / "out.json"
-        spec_file.write_text(json.dumps(spec))
-        env = dict(os.environ)
-        if spec["device"] == "cpu":
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(HERE), env.get("PYTHONPATH", "")])
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", spec["side"], "--_spec", str(spec_file),
-               "--_out", str(out_file)]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0 or not out_file.exists():
-            print(proc.stdout[-4000:], file=sys.stderr)
-            raise SystemExit(f"{name}: worker failed (exit {proc.returncode})")
-        out = json.loads(out_file.read_text())
-        out["wall_s"] = time.perf_counter() - t0
-        return out
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -348,15 +327,9 @@ def main() -> None:
                     help="directory to build (or reuse, when vocab/block match) the data in; default: a temp dir")
     ap.add_argument("--peak-n", type=int, default=0, help="matmul size for the peak (0: 4096 CPU, 8192 CUDA)")
     ap.add_argument("--profile", action="store_true", help="print torch.profiler top ops of every run")
-    ap.add_argument("--_worker", choices=("ours", "hf"), help=argparse.SUPPRESS)
-    ap.add_argument("--_spec", help=argparse.SUPPRESS)
-    ap.add_argument("--_out", help=argparse.SUPPRESS)
+    worker.add_args(ap, ("ours", "hf"))
     a = ap.parse_args()
-
-    if a._worker:
-        spec = json.loads(Path(a._spec).read_text())
-        out = (worker_ours if a._worker == "ours" else worker_hf)(a, spec)
-        Path(a._out).write_text(json.dumps(out))
+    if worker.serve(a, {"ours": worker_ours, "hf": worker_hf}):
         return
     if a.ours_only and a.hf_only:
         ap.error("--ours-only and --hf-only exclude each other")
@@ -434,7 +407,7 @@ def main() -> None:
     every: dict[str, list] = {}
     for rep in range(a.repeats):
         for name, spec in plan:
-            r = run_worker(a, name, spec)
+            r = worker.run(__file__, spec["side"], spec, name, cpu_only=spec["device"] == "cpu")
             every.setdefault(name, []).append(r)
             report_run(f"{name}{f' #{rep + 1}' if a.repeats > 1 else ''}", r)
     for name, rs in every.items():  # the run with the median tokens/s stands for each side

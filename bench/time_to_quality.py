@@ -18,10 +18,8 @@ a speedup of at least 5.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(HERE))
 
+import worker  # noqa: E402
 from speed import SEED, cpu_info, prepare_data  # noqa: E402
 
 
@@ -153,19 +152,6 @@ def worker_ours(spec: dict) -> dict:
     return {"rows": clock.rows, "steps": p.max_steps, "mixed_precision": summary["mixed_precision"]}
 
 
-def run_worker(side: str, spec: dict) -> dict:
-    with tempfile.TemporaryDirectory(prefix="ttq_run_") as t:
-        spec_file, out_file = Path(t) / "spec.json", Path(t) / "out.json"
-        spec_file.write_text(json.dumps(spec))
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false",
-               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(HERE), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.run([sys.executable, __file__, "--_worker", side, "--_spec", str(spec_file),
-                               "--_out", str(out_file)], env=env)
-        if proc.returncode != 0 or not out_file.exists():
-            raise SystemExit(f"{side}: worker failed (exit {proc.returncode})")
-        return json.loads(out_file.read_text())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -173,13 +159,9 @@ def main() -> None:
     ap.add_argument("--ours-steps", type=int, default=0, help="our max_steps (0: params.yaml's)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all CPUs)")
     ap.add_argument("--data", type=Path, default=None, help="cache directory for the prepared data")
-    ap.add_argument("--_worker", choices=("ours", "hf"), help=argparse.SUPPRESS)
-    ap.add_argument("--_spec", help=argparse.SUPPRESS)
-    ap.add_argument("--_out", help=argparse.SUPPRESS)
+    worker.add_args(ap, ("ours", "hf"))
     a = ap.parse_args()
-    if a._worker:
-        spec = json.loads(Path(a._spec).read_text())
-        Path(a._out).write_text(json.dumps((worker_ours if a._worker == "ours" else worker_hf)(spec)))
+    if worker.serve(a, {"ours": worker_ours, "hf": worker_hf}):
         return
     sys.stdout.reconfigure(line_buffering=True)
     import yaml
@@ -196,10 +178,10 @@ def main() -> None:
           f"BPE vocab {meta['vocab_size']}; both sides evaluated on the same fixed masks")
     spec = {"data": str(d), "block": block, "threads": threads, "budget": a.budget, "steps": a.ours_steps}
     print(f"HF recipe (RoBERTa 4x256, lr 5e-4, bf16), {a.budget:.0f} s of training:")
-    hf = run_worker("hf", spec)["rows"]
+    hf = worker.run(__file__, "hf", spec, capture=False)["rows"]
     print(f"ours (params.yaml: {raw['model']['family']} {raw['model']['layers']}x{raw['model']['hidden']}, "
           f"lr {raw['pretrain']['lr']}, {a.ours_steps or raw['pretrain']['max_steps']} steps):")
-    ours = run_worker("ours", {**spec, "budget": 10 ** 6})["rows"]
+    ours = worker.run(__file__, "ours", {**spec, "budget": 10 ** 6}, capture=False)["rows"]
     target = hf[-1]["perplexity"]
     reach = next((r for r in ours if r["perplexity"] <= target), None)
     t = reach["train_s"] if reach else math.inf
