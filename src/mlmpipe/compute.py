@@ -1,5 +1,6 @@
 """How a training step computes: the MLM head only on masked positions, bf16 with fp32 master weights,
-the SDPA attention kernel, the optimizer and the accelerate state. ``training.train`` puts them together."""
+the attention (bf16 matmuls or an SDPA kernel), the optimizer and the accelerate state.
+``training.train`` puts them together."""
 from __future__ import annotations
 
 import contextlib
