@@ -311,7 +311,8 @@ def main() -> None:
     ap.add_argument("--hf-only", action="store_true")
     ap.add_argument("--levers", action="store_true",
                     help="also run our loop with one change each: sparse_head false, mixed_precision no, dropout 0.1 "
-                         "(the HF default), attention_kernel math / default (SDPA's math kernel / PyTorch's SDPA choice), bf16 "
+                         "(the HF default), attention_kernel math / default (SDPA's math kernel / PyTorch's "
+                         "SDPA choice), bf16 "
                          "autocast, torch.compile; and the HF recipe with eager attention")
     ap.add_argument("--repeats", type=int, default=3,
                     help="run every measurement this many times, alternating sides; report the median and spread")
@@ -466,8 +467,9 @@ def main() -> None:
         for name in [k for k in runs if k.startswith(("ours ", "hf_bf16 "))]:
             r, side = runs[name], name.split()[0]  # each lever against its own side's run
             ref_r = runs[side]
+            fast, ref_fast = r["tok_s_fastest_step"], ref_r["tok_s_fastest_step"]
             print(f"lever {name:<32} {r['tok_s']:9.0f} tok/s = {r['tok_s'] / ref_r['tok_s']:.2f} x {side} (fastest "
-                  f"steps: {r['tok_s_fastest_step']:.0f} = {r['tok_s_fastest_step'] / ref_r['tok_s_fastest_step']:.2f} x)")
+                  f"steps: {fast:.0f} = {fast / ref_fast:.2f} x)")
     print(f"load average now {os.getloadavg()[0]:.2f}")
     o = ours_r["tok_s"] if ours_r else float("nan")
     h = hf_r["tok_s"] if hf_r else float("nan")
