@@ -24,6 +24,7 @@ stages the change affects; which stages rerun is asserted too.
 """
 from __future__ import annotations
 
+import math
 import random
 import re
 import shlex
@@ -49,6 +50,7 @@ RECIPES = {
     "adaptation": ["build_model.init=pretrained", "build_model.checkpoint={ckpt}", "train_tokenizer.from={ckpt}",
                    "model.family=distilbert"],
     "whole_word": ["pretrain.whole_word=true"],
+    "line_by_line": ["model.family=roberta", "model.intermediate=1024", "tokenize_group.mode=line_by_line"],
 }
 ADAPT_STEPS = 30  # enough continued pretraining for the before/after gain to be reliable on tiny data
 PROMPT = "The baker sold {mask} warm coat."
@@ -199,6 +201,15 @@ def ww_bpe(tmp_path_factory, roberta) -> Run:
 
 
 @pytest.fixture(scope="module")
+def line_by_line(tmp_path_factory, roberta) -> Run:
+    """The README's line_by_line row on a copy of the RoBERTa run: same corpus and tokenizer, so
+    tokenize_group and what follows rerun."""
+    roberta.check()
+    repo = copy_repo(roberta.repo, tmp_path_factory.mktemp("recipe_lbl") / "repo")
+    return exp_run(repo, RECIPES["line_by_line"])
+
+
+@pytest.fixture(scope="module")
 def ww_wordpiece(tmp_path_factory, bert) -> Run:
     """The README's whole-word row on top of the BERT recipe (WordPiece ``##`` pieces)."""
     bert.check()
@@ -221,6 +232,24 @@ def test_roberta_from_scratch(roberta: Run):
     assert model["init"] == "scratch" and model["checkpoint"] is None
     assert model["intermediate"] == 1024
     assert repo.read_json("metrics/tokenizer.json")["kind"] == "bpe"
+    assert_report_written(repo)
+    assert_fill_mask_works(repo.path / "data/model", "<mask>")
+
+
+def test_roberta_line_by_line(line_by_line: Run, roberta: Run):
+    line_by_line.check()
+    repo = line_by_line.repo
+    assert stages_run(line_by_line.out) == list(STAGES)[STAGES.index("tokenize_group"):]
+    tokenized, grouped = repo.read_json("metrics/tokenized.json"), roberta.repo.read_json("metrics/tokenized.json")
+    assert tokenized["mode"] == "line_by_line" and grouped["mode"] == "group"
+    corpus = repo.read_json("metrics/corpus.json")
+    assert tokenized["train_examples"] == corpus["train_documents"]  # one example per document, not per block
+    assert tokenized["train_tokens"] < grouped["train_tokens"]  # documents longer than a block are cut
+    train = repo.read_json("metrics/train.json")
+    p = repo.params()["pretrain"]
+    assert 0 < train["train_tokens_seen"] <= p["max_steps"] * p["batch_size"] * tokenized["block_size"]
+    ev = repo.read_json("metrics/eval.json")
+    assert ev["masked_tokens"] > 0 and math.isfinite(ev["perplexity"])
     assert_report_written(repo)
     assert_fill_mask_works(repo.path / "data/model", "<mask>")
 
@@ -434,7 +463,7 @@ def readme_recipe_rows() -> list[tuple[str, list[str]]]:
 
 
 def _row_id(cell: str) -> str:
-    for key, rid in (("RoBERTa", "roberta"), ("next-sentence", "bert_nsp"), ("BERT from scratch", "bert"), ("domain adaptation", "adaptation"),
+    for key, rid in (("line_by_line", "line_by_line"), ("RoBERTa", "roberta"), ("next-sentence", "bert_nsp"), ("BERT from scratch", "bert"), ("domain adaptation", "adaptation"),
                      ("whole-word", "whole_word"), ("GPU", "gpu")):
         if key in cell:
             return rid
