@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 BUILTIN = "builtin:python-docs"
 BUILTIN_DOCSTRINGS = "builtin:python-docstrings"
+_READ_BATCH = 10_000  # Parquet rows per read
 _NOT_DOCS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "lib2to3", "__pycache__"}
 
 
@@ -149,7 +150,7 @@ def read_parquet(path: str, column: str) -> Iterator[str]:
         raise CorpusError(f"{path}: not a readable Parquet file: {e}") from None
     if column not in pf.schema_arrow.names:
         raise CorpusError(f"{path}: no column {column!r} (fetch_corpus.text_column); found {pf.schema_arrow.names}")
-    for batch in pf.iter_batches(columns=[column], batch_size=10_000):
+    for batch in pf.iter_batches(columns=[column], batch_size=_READ_BATCH):
         for value in batch.column(0).to_pylist():
             yield "" if value is None else str(value)
 
