@@ -68,7 +68,7 @@ def measure(spec: dict) -> dict:
     from mlmpipe import model as M
     from mlmpipe import params as P
     from mlmpipe import tokenizer, training
-    from mlmpipe.masking import Masker
+    from mlmpipe.masking import Masker, pad_batch
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     d, path = Path(spec["data"]), spec["path"]
@@ -101,9 +101,9 @@ def measure(spec: dict) -> dict:
             real += p.batch_size * spec["block"]
             padded += p.batch_size * spec["block"]
         else:
-            lens = [len(train_data[i]) for i in idx]
-            real += sum(lens)
-            padded += len(lens) * -(-max(lens) // 8) * 8
+            ids, attn = pad_batch([train_data[i] for i in idx], tok.pad_token_id)  # the loop's own padding
+            real += int(attn.sum())
+            padded += ids.numel()
     timed = ends[-1] - ends[spec["warmup"] - 1]
     return {"tok_s": real / timed, "padding": 1 - real / padded, "step_ms": 1000 * timed / spec["steps"],
             "examples": len(train_data)}
