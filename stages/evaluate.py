@@ -13,9 +13,9 @@ def main() -> None:
     from mlmpipe.model import load
 
     tok = tokenizer.load(paths.model)
-    val = grouping.load_blocks(Path(paths.tokenized) / "validation")[:p.max_blocks]
+    val, pairs = grouping.load_split(Path(paths.tokenized) / "validation")  # pairs: next-sentence labels, if any
+    val = val[:p.max_blocks]
     ranks = evaluation.token_ranks(grouping.load_blocks(Path(paths.tokenized) / "train"), len(tok))
-    pairs = grouping.load_pairs(Path(paths.tokenized) / "validation")  # next-sentence labels, if any
     masks = evaluation.fixed_masks(val, Masker.from_tokenizer(tok), p.mlm_probability, p.seed, p.passes, pairs)
     model = load(paths.model)
     out = evaluation.masked_lm_eval(model, masks, p.batch_size, tok.pad_token_id, token_rank=ranks)

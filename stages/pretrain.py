@@ -21,15 +21,14 @@ def main() -> None:
 
     tok = tokenizer.load(paths.tokenizer)
     train_dir, val_dir = Path(paths.tokenized) / "train", Path(paths.tokenized) / "validation"
-    train_data, val_data = grouping.load_blocks(train_dir), grouping.load_blocks(val_dir)
+    (train_data, train_pairs), (val_data, val_pairs) = grouping.load_split(train_dir), grouping.load_split(val_dir)
     with open(Path(paths.tokenized) / "meta.json", encoding="utf-8") as fh:
         block_size = json.load(fh)["block_size"]
     model = load(paths.model_init)
     fp = checkpoints.fingerprint(p, paths.model_init, train_data)
     masker = Masker.from_tokenizer(tok, whole_word=p.whole_word)
     model, hist, summary = training.train(model, train_data, val_data, masker, p, seed, tok.pad_token_id,
-                                          paths.checkpoints, fp, train_pairs=grouping.load_pairs(train_dir),
-                                          val_pairs=grouping.load_pairs(val_dir))
+                                          paths.checkpoints, fp, train_pairs=train_pairs, val_pairs=val_pairs)
     import accelerate
     if accelerate.PartialState().is_main_process:
         tok.model_max_length = block_size

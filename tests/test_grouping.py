@@ -155,6 +155,7 @@ def test_save_and_load_blocks(bpe_tok, corpus_dir, tmp_path):
     blocks = G.load_blocks(tmp_path / "group")
     assert isinstance(blocks, np.ndarray) and blocks.dtype == np.int32 and blocks.shape == (len(g), 32)
     np.testing.assert_array_equal(blocks, as_array(g))
+    assert G.load_split(tmp_path / "group")[1] is None  # no next-sentence pairs outside sentence_pairs mode
 
     line = G.tokenize_split(d / "train.parquet", bpe_tok, "line_by_line", 32, 1, 1000, tmp_path / "l")
     G.save_split(line, tmp_path / "line")
@@ -183,8 +184,7 @@ def test_sentence_pairs_in_the_pipeline(wp_tok, corpus_dir, tmp_path):
     again = G.tokenize_split(d / "train.parquet", wp_tok, "sentence_pairs", block, 1, 1000, tmp_path / "s2")
     assert ds["input_ids"] == again["input_ids"] and ds._fingerprint == again._fingerprint
     G.save_split(ds, tmp_path / "train")
-    ids = G.load_blocks(tmp_path / "train")
-    types, labels = G.load_pairs(tmp_path / "train")
+    ids, (types, labels) = G.load_split(tmp_path / "train")
     assert len(ids) == len(types) == len(labels) == len(docs) - 1
     plain = [wp_tok(doc, add_special_tokens=False)["input_ids"] for doc in docs]
     cls, sep = wp_tok.cls_token_id, wp_tok.sep_token_id

@@ -283,7 +283,7 @@ def test_bert_with_next_sentence_prediction(bert_nsp: Run):
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from mlmpipe.grouping import load_blocks, load_pairs
+    from mlmpipe.grouping import load_split
 
     bert_nsp.check()
     repo = bert_nsp.repo
@@ -293,8 +293,7 @@ def test_bert_with_next_sentence_prediction(bert_nsp: Run):
 
     # [CLS] A [SEP] B [SEP], segment ids 0 then 1, about half the pairs NotNext.
     tok = AutoTokenizer.from_pretrained(repo.path / "data/tokenizer")
-    ids = load_blocks(repo.path / "data/tokenized/train")
-    types, labels = load_pairs(repo.path / "data/tokenized/train")
+    ids, (types, labels) = load_split(repo.path / "data/tokenized/train")
     assert len(ids) == len(types) == len(labels) > 20
     block = repo.params()["tokenize_group"]["block_size"]
     for x, t in zip(ids, types):

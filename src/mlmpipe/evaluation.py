@@ -31,7 +31,7 @@ class FixedMasks:
 def fixed_masks(examples, masker: Masker, prob: float, seed: int, passes: int = 1,
                 pairs: tuple[list, np.ndarray] | None = None) -> FixedMasks:
     """Draw masks once per (pass, example) from ``seed``: independent of batch size and of training.
-    ``pairs`` = (segment ids, next-sentence labels) of ``examples``, as ``grouping.load_pairs`` returns."""
+    ``pairs`` = (segment ids, next-sentence labels) of ``examples``, as ``grouping.load_split`` returns."""
     inputs, labels = [], []
     for p in range(passes):
         for i, ex in enumerate(examples):

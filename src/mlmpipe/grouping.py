@@ -168,10 +168,20 @@ def clear_scratch(scratch: Path) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+def load_split(path: str | os.PathLike):
+    """Load a tokenized split once: ``(blocks, pairs)``. ``blocks`` is an ``(N, block_size)`` int32 array
+    for ``group`` mode, or a list of 1-D arrays for ``line_by_line`` and ``sentence_pairs``; ``pairs`` is
+    (segment ids, next-sentence labels) for ``sentence_pairs``, else None."""
+    ds = datasets.load_from_disk(str(path))
+    if "next_sentence_label" not in ds.column_names:
+        return load_blocks_from(ds), None
+    labels = ds.data.column("next_sentence_label").to_numpy().astype(np.int64)
+    return load_blocks_from(ds), (load_blocks_from(ds, "token_type_ids"), labels)
+
+
 def load_blocks(path: str | os.PathLike) -> list[np.ndarray] | np.ndarray:
-    """Load a tokenized split: an ``(N, block_size)`` int32 array for ``group`` mode, or a list of
-    1-D arrays for ``line_by_line`` and ``sentence_pairs``."""
-    return load_blocks_from(datasets.load_from_disk(str(path)))
+    """The token blocks of a tokenized split (see ``load_split``)."""
+    return load_split(path)[0]
 
 
 def load_blocks_from(ds: datasets.Dataset, column: str = "input_ids") -> list[np.ndarray] | np.ndarray:
@@ -184,11 +194,3 @@ def load_blocks_from(ds: datasets.Dataset, column: str = "input_ids") -> list[np
     offsets = col.offsets.to_numpy()
     return [values[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
 
-
-def load_pairs(path: str | os.PathLike) -> tuple[list[np.ndarray], np.ndarray] | None:
-    """Segment ids and next-sentence labels of a ``sentence_pairs`` split; None for other modes."""
-    ds = datasets.load_from_disk(str(path))
-    if "next_sentence_label" not in ds.column_names:
-        return None
-    labels = ds.data.column("next_sentence_label").to_numpy().astype(np.int64)
-    return load_blocks_from(ds, "token_type_ids"), labels
