@@ -200,9 +200,9 @@ def main() -> None:
         total = sum(r["wall_s"] for r in results)
         peak = max(max(r["peak_tree_rss_mb"], r["maxrss_mb"]) for r in results)
         print(f"load average now {os.getloadavg()[0]:.2f}")
-        print(f"corpus_mb={mb:.1f} total_s={total:.1f} mb_per_s={mb / total:.2f} " +
-              " ".join(f"{r['stage']}_s={r['wall_s']:.1f} {r['stage']}_rss_mb={max(r['peak_tree_rss_mb'], r['maxrss_mb']):.0f}"
-                       for r in results) + f" peak_rss_mb={peak:.0f}")
+        per_stage = " ".join(f"{r['stage']}_s={r['wall_s']:.1f} "
+                             f"{r['stage']}_rss_mb={max(r['peak_tree_rss_mb'], r['maxrss_mb']):.0f}" for r in results)
+        print(f"corpus_mb={mb:.1f} total_s={total:.1f} mb_per_s={mb / total:.2f} {per_stage} peak_rss_mb={peak:.0f}")
     finally:
         if a.keep or a.dir:
             print(f"kept {work}")

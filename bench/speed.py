@@ -174,8 +174,10 @@ def profiled(enabled: bool, fn):
         return fn(), None
     import torch
 
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]
-                                + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else [])) as prof:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
         out = fn()
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
     return out, prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60)
@@ -224,7 +226,8 @@ def worker_ours(spec: dict) -> dict:
     losses = [r.get("loss", float("nan")) for r in hist.train] or [float("nan")]
     attn = f"{resolve_attention(p.attention_kernel, spec['device'])} (pretrain.attention_kernel {p.attention_kernel})"
     out.update({"attn_implementation": attn, "dropout": config.hidden_dropout_prob,
-                "summary_tok_s_all_steps": summary.get("tokens_per_s"), "mixed_precision": summary.get("mixed_precision"),
+                "summary_tok_s_all_steps": summary.get("tokens_per_s"),
+                "mixed_precision": summary.get("mixed_precision"),
                 "device": summary.get("device"), "loss_first": losses[0], "loss_last": losses[-1],
                 "peak_rss_mb": summary.get("peak_rss_mb", float("nan")), "vocab_size": len(tok), "profile": table})
     return out
@@ -442,7 +445,8 @@ def main() -> None:
         line = (f"  {name:<32} {achieved:7.3f} TFLOP/s = {100 * achieved * 1e3 / peak[ref]:5.1f}% of measured "
                 f"{ref} peak")
         if device == "cuda":
-            line += f", MFU {100 * achieved / H100_BF16_DENSE_TFLOPS:.2f}% of {H100_BF16_DENSE_TFLOPS:.0f} TFLOP/s (H100)"
+            mfu = 100 * achieved / H100_BF16_DENSE_TFLOPS
+            line += f", MFU {mfu:.2f}% of {H100_BF16_DENSE_TFLOPS:.0f} TFLOP/s (H100)"
         print(line)
 
     print("differences (ours vs HF recipe): dropout "

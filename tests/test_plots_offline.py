@@ -376,7 +376,8 @@ def _parse(dom: str) -> PlotDom:
 
 def _assert_static_page_offline(page: Path) -> None:
     html = page.read_text(encoding="utf8")
-    remote = re.findall(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(?:https?:)?//[^"'\s>]*""", html, re.I)
+    remote = re.findall(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(?:https?:)?//[^"'\s>]*""",
+                        html, re.I)
     assert not remote, f"{page} still loads remote resources: {remote}"
     assert "cdn.jsdelivr.net" not in html
     assert html.count("vegaEmbed('#") == 2, "expected the two dvc plot divs in the page"
@@ -387,7 +388,8 @@ def _assert_drawn(parsed: PlotDom, revs: set[str]) -> None:
     for pid, plot in parsed.plots.items():
         assert plot["found"], f"plot div #{pid} missing from rendered page"
         assert plot["embed"] == "ok", f"#{pid}: vega-embed state {plot['embed']!r}, error {plot['error']!r}"
-        assert plot["svg"] == 1, f"#{pid}: expected one vega <svg class=marks>, got {plot['svg']} (canvas: {plot['canvas']})"
+        assert plot["svg"] == 1, \
+            f"#{pid}: expected one vega <svg class=marks>, got {plot['svg']} (canvas: {plot['canvas']})"
         assert plot["lines"], f"#{pid}: no line marks drawn"
 
     def series(pid):

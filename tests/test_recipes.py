@@ -462,7 +462,8 @@ def readme_recipe_rows() -> list[tuple[str, list[str]]]:
 
 
 def _row_id(cell: str) -> str:
-    for key, rid in (("line_by_line", "line_by_line"), ("RoBERTa", "roberta"), ("next-sentence", "bert_nsp"), ("BERT from scratch", "bert"), ("domain adaptation", "adaptation"),
+    for key, rid in (("line_by_line", "line_by_line"), ("RoBERTa", "roberta"), ("next-sentence", "bert_nsp"),
+                     ("BERT from scratch", "bert"), ("domain adaptation", "adaptation"),
                      ("whole-word", "whole_word"), ("GPU", "gpu")):
         if key in cell:
             return rid

@@ -79,7 +79,8 @@ def markdown(rows: list[dict], summary: dict) -> str:
                   f"**top-{k} {summary['cloze_topk']:.0%}** ({summary['cloze_topk_hits']}).", ""]
     lines += [f"| | prompt | expected | top-{k} predictions (probability) |", "|---|---|---|---|"]
     for r in rows:
-        mark = "" if not r["answers"] else ("✅" if r["rank"] == 1 else (f"☑️ {r['rank']}" if r["rank"] else "❌"))
+        hit = "✅" if r["rank"] == 1 else (f"☑️ {r['rank']}" if r["rank"] else "❌")
+        mark = hit if r["answers"] else ""
         preds = ", ".join(f"`{_md(p['token'])}` {p['prob']:.2f}" for p in r["predictions"])
         expected = ", ".join(f"`{_md(a)}`" for a in r["answers"])
         if r["unreachable"]:
