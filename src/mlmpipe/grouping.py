@@ -168,7 +168,8 @@ def clear_scratch(scratch: Path) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def load_split(path: str | os.PathLike):
+def load_split(path: str | os.PathLike) -> tuple[list[np.ndarray] | np.ndarray,
+                                               tuple[list[np.ndarray], np.ndarray] | None]:
     """Load a tokenized split once: ``(blocks, pairs)``. ``blocks`` is an ``(N, block_size)`` int32 array
     for ``group`` mode, or a list of 1-D arrays for ``line_by_line`` and ``sentence_pairs``; ``pairs`` is
     (segment ids, next-sentence labels) for ``sentence_pairs``, else None."""
@@ -180,8 +181,8 @@ def load_split(path: str | os.PathLike):
 
 
 def load_blocks(path: str | os.PathLike) -> list[np.ndarray] | np.ndarray:
-    """The token blocks of a tokenized split (see ``load_split``)."""
-    return load_split(path)[0]
+    """The token blocks of a tokenized split (see ``load_split``), without its next-sentence pairs."""
+    return load_blocks_from(datasets.load_from_disk(str(path)))
 
 
 def load_blocks_from(ds: datasets.Dataset, column: str = "input_ids") -> list[np.ndarray] | np.ndarray:
