@@ -1,4 +1,4 @@
-"""evaluation.py: fixed-mask held-out metrics, checked against the full model's own loss."""
+"""evaluation.py: fixed-mask held-out metrics, checked against the full model's own loss and logits."""
 from __future__ import annotations
 
 import math
@@ -10,9 +10,10 @@ import torch
 from mlmpipe import evaluation as E
 from mlmpipe import grouping as G
 from mlmpipe import model as M
+from mlmpipe import training as TR
 from mlmpipe.masking import IGNORE, Masker, pad_batch
 
-from conftest import FAMILY_KIND, tiny_model_params
+from conftest import FAMILY_KIND, NOUNS, tiny_model_params, tiny_pretrain_params
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,43 @@ def blocks(bpe_tok, val_docs):
 @pytest.fixture(scope="module")
 def roberta(bpe_tok):
     return M.build_scratch(tiny_model_params("roberta"), bpe_tok, 32, seed=5)
+
+
+CYCLE = " ".join(NOUNS[:13])  # 13 one-token words in a fixed order: each masked word follows from its neighbours
+
+
+@pytest.fixture(scope="module")
+def trained(bpe_tok, tmp_path_factory):
+    """A tiny RoBERTa trained 40 steps on the repeated ``CYCLE``: it predicts those words in context and
+    little else, so top-1 is neither 0 nor 1 on a mix of cycle and ordinary text."""
+    train = G.group_batch({"text": [CYCLE] * 300}, bpe_tok, 32)["input_ids"]
+    model = M.build_scratch(tiny_model_params("roberta"), bpe_tok, 32, seed=5)
+    p = tiny_pretrain_params(max_steps=40, lr=0.02, schedule="constant", log_every=10)
+    model, _, _ = TR.train(model, train, train[:4], Masker.from_tokenizer(bpe_tok), p, 0, bpe_tok.pad_token_id,
+                           str(tmp_path_factory.mktemp("ck")), "fp", show_progress=False)
+    return model.eval(), train
+
+
+@pytest.fixture(scope="module")
+def mixed_blocks(bpe_tok, blocks):
+    """Four blocks of cycle text, which the trained model gets right, and eight of held-out prose."""
+    cycle = G.group_batch({"text": [CYCLE] * 20}, bpe_tok, 32)["input_ids"]
+    return list(cycle[:4]) + list(blocks[:8])
+
+
+def reference_ranks(model, masks) -> tuple[np.ndarray, np.ndarray]:
+    """(target id, rank of the target among all vocabulary logits) for every masked token, from the full
+    model's own forward pass, one example at a time: rank 0 is a top-1 hit, rank < 5 a top-5 hit."""
+    targets, ranks = [], []
+    model.eval()
+    with torch.no_grad():
+        for x, y in zip(masks.inputs, masks.labels):
+            logits = model(input_ids=torch.as_tensor(x)[None], attention_mask=torch.ones(1, len(x))).logits[0]
+            for j in np.flatnonzero(y != IGNORE):
+                row, t = logits[j], int(y[j])
+                targets.append(t)
+                ranks.append(int((row > row[t]).sum()))
+    return np.asarray(targets), np.asarray(ranks)
 
 
 def reference_loss(model, masks, pad_id, batch_size):
@@ -85,18 +123,23 @@ def test_eval_restores_training_mode(roberta, bpe_tok, blocks):
     assert not roberta.training
 
 
-def test_fixed_masks_independent_of_batch_size_and_subset(roberta, bpe_tok, blocks):
+def test_fixed_masks_independent_of_batch_size_and_subset(trained, bpe_tok, mixed_blocks):
+    model, _ = trained
     masker = Masker.from_tokenizer(bpe_tok)
-    masks = E.fixed_masks(blocks, masker, 0.15, seed=11, passes=1)
-    head = E.fixed_masks(blocks[:5], masker, 0.15, seed=11, passes=1)
+    masks = E.fixed_masks(mixed_blocks, masker, 0.3, seed=11, passes=2)
+    head = E.fixed_masks(mixed_blocks[:5], masker, 0.3, seed=11, passes=1)
     for i in range(5):  # example i gets the same mask whatever else is evaluated
         np.testing.assert_array_equal(masks.inputs[i], head.inputs[i])
         np.testing.assert_array_equal(masks.labels[i], head.labels[i])
-    results = [E.masked_lm_eval(roberta, masks, bs, bpe_tok.pad_token_id) for bs in (1, 3, 64)]
-    for r in results[1:]:
-        assert r["masked_tokens"] == results[0]["masked_tokens"]
-        assert r["loss"] == pytest.approx(results[0]["loss"], rel=1e-5)
-        assert r["top1_accuracy"] == results[0]["top1_accuracy"]
+    targets, ranks = reference_ranks(model, masks)
+    n, top1, top5 = len(targets), int((ranks == 0).sum()), int((ranks < 5).sum())
+    assert 0.2 * n < top1 < top5 < n  # the model gets some, not all, right: the counts below mean something
+    ref_loss, _ = reference_loss(model, masks, bpe_tok.pad_token_id, 4)
+    for bs in (1, 3, 64):
+        r = E.masked_lm_eval(model, masks, bs, bpe_tok.pad_token_id)
+        assert r["masked_tokens"] == n, bs
+        assert r["loss"] == pytest.approx(ref_loss, rel=1e-5), bs
+        assert (r["top1_accuracy"], r["top5_accuracy"]) == (top1 / n, top5 / n), bs
 
 
 def test_fixed_masks_passes_draw_different_masks(bpe_tok, blocks):
@@ -123,14 +166,31 @@ def test_token_ranks():
     np.testing.assert_array_equal(E.token_ranks(rows, 9), ranks)
 
 
-def test_by_frequency_buckets(roberta, bpe_tok, blocks):
-    masks = E.fixed_masks(blocks, Masker.from_tokenizer(bpe_tok), 0.3, seed=2)
-    ranks = E.token_ranks(blocks, len(bpe_tok))
-    out = E.masked_lm_eval(roberta, masks, 16, bpe_tok.pad_token_id, token_rank=ranks)
-    buckets = out["by_frequency"]
-    assert [b["bucket"] for b in buckets] == ["rank 1-100", "rank 101-1000", "rank >1000"]
-    assert sum(b["tokens"] for b in buckets) == out["masked_tokens"]
-    targets = np.concatenate([y[y != IGNORE] for y in masks.labels])
-    assert buckets[0]["tokens"] == int((ranks[targets] < 100).sum())
-    hits = sum(b["top1"] * b["tokens"] for b in buckets)
-    assert hits == pytest.approx(out["top1_accuracy"] * out["masked_tokens"])
+BUCKETS = (("rank 1-100", 0, 100), ("rank 101-1000", 100, 1000), ("rank >1000", 1000, np.inf))
+
+
+@pytest.mark.parametrize("table", ["train_frequency", "id_mod_3"])
+def test_by_frequency_buckets(trained, bpe_tok, mixed_blocks, table):
+    """Accuracy per bucket matches a count from the full model's logits. ``train_frequency``: the real ranks
+    of the training split (this vocabulary is too small to reach rank 1000); ``id_mod_3``: a rank table
+    that puts every third id at the lower edge of each bucket (0-based ranks 0, 100, 1000), so all three
+    buckets hold masked tokens and top-1 hits, and an off-by-one bucket edge shows."""
+    model, train = trained
+    masks = E.fixed_masks(mixed_blocks, Masker.from_tokenizer(bpe_tok), 0.3, seed=2, passes=2)
+    if table == "train_frequency":
+        rank_of = E.token_ranks(train, len(bpe_tok))
+    else:
+        rank_of = np.array([0, 100, 1000])[np.arange(len(bpe_tok)) % 3]
+    out = E.masked_lm_eval(model, masks, 16, bpe_tok.pad_token_id, token_rank=rank_of)
+    targets, ranks = reference_ranks(model, masks)
+    expected = []
+    for name, lo, hi in BUCKETS:
+        inb = (rank_of[targets] >= lo) & (rank_of[targets] < hi)
+        c = int(inb.sum())
+        expected.append({"bucket": name, "tokens": c, "top1": int((inb & (ranks == 0)).sum()) / max(c, 1),
+                         "top5": int((inb & (ranks < 5)).sum()) / max(c, 1)})
+    assert out["by_frequency"] == expected
+    with_hits = [b for b in expected if b["top1"] > 0]
+    assert len(with_hits) >= (3 if table == "id_mod_3" else 1)  # hits to misplace: a wrong bucket shows
+    assert any(b["top1"] < b["top5"] for b in expected)  # and top-5 hits beyond the top-1 ones
+    assert out["top1_accuracy"] == int((ranks == 0).sum()) / len(targets) > 0.2
