@@ -40,32 +40,80 @@ PROMPTS = (P.Prompt('The "<mask>" statement terminates the nearest enclosing loo
            P.Prompt("Calling the <mask> | creates a list.", ("function", "zzqxjv")))
 
 
+def whole_words(tok, predictions) -> list[tuple[int, str]]:
+    """(rank, token) of the predictions that are whole words of one token, each string at its first rank."""
+    words = [p["token"] for p in predictions]
+    return [(i + 1, w) for i, w in enumerate(words)
+            if w.isalpha() and w not in words[:i] and F.single_token(tok, w)]
+
+
 @pytest.mark.parametrize("which", ["roberta_dir", "bert_dir"])
 def test_run_prompts_returns_top_k_per_prompt(request, which):
     d = request.getfixturevalue(which)
-    rows = F.run_prompts(str(d), PROMPTS, 4)  # WordPiece: <mask> must become [MASK] or the pipeline refuses
-    assert len(rows) == len(PROMPTS)
-    for row, pr in zip(rows, PROMPTS):
+    tok = T.load(str(d))
+    # the untrained model never predicts "break": add an answer it does predict, below the top
+    first = F.run_prompts(str(d), PROMPTS[:1], 4)[0]
+    rank, word = next((r, w) for r, w in whole_words(tok, first["predictions"]) if r > 1)
+    prompts = (P.Prompt(PROMPTS[0].text, ("break", word)),) + PROMPTS[1:]
+    rows = F.run_prompts(str(d), prompts, 4)  # WordPiece: <mask> must become [MASK] or the pipeline refuses
+    assert len(rows) == len(prompts)
+    for row, pr in zip(rows, prompts):
         assert row["text"] == pr.text and row["answers"] == list(pr.answers)
         assert len(row["predictions"]) == 4
         probs = [x["prob"] for x in row["predictions"]]
         assert probs == sorted(probs, reverse=True) and all(0 <= x <= 1 for x in probs)
         assert all(isinstance(x["token"], str) and x["token"] == x["token"].strip() for x in row["predictions"])
-        if row["rank"] is not None:
-            assert row["predictions"][row["rank"] - 1]["token"] in pr.answers
-    assert rows[0]["unreachable"] == []          # "break" is one token
+    assert rows[0]["predictions"] == first["predictions"]  # deterministic
+    assert rows[0]["rank"] == rank and rows[0]["predictions"][rank - 1]["token"] == word
+    assert rows[1]["rank"] is None  # no answers
+    assert rows[0]["unreachable"] == []          # "break" and the predicted word are one token each
     assert rows[2]["unreachable"] == ["zzqxjv"]  # not in the tiny vocabulary
 
 
-def test_rank_of_expected_answer(roberta_dir):
-    first = F.run_prompts(str(roberta_dir), PROMPTS[:1], 3)[0]
-    second_best = first["predictions"][1]["token"]
-    third_best = first["predictions"][2]["token"]
-    prompt = P.Prompt(PROMPTS[0].text, ("nothing-like-this", second_best))
-    row = F.run_prompts(str(roberta_dir), (prompt,), 3)[0]
-    assert row["predictions"] == first["predictions"]  # deterministic
-    assert row["rank"] == 2
-    assert F.run_prompts(str(roberta_dir), (P.Prompt(prompt.text, (third_best,)),), 2)[0]["rank"] is None
+@pytest.mark.parametrize("which", ["roberta_dir", "bert_dir"])
+def test_rank_of_expected_answer(request, which):
+    d = request.getfixturevalue(which)
+    first = F.run_prompts(str(d), PROMPTS[:1], 5)[0]
+    words = [p["token"] for p in first["predictions"]]
+    second_best, third_best = words[1], words[2]
+    assert second_best != words[0] and third_best not in words[:2]
+    prompt = P.Prompt(PROMPTS[0].text, ("nothing-like-this", third_best, second_best))
+    row = F.run_prompts(str(d), (prompt,), 3)[0]
+    assert row["predictions"] == first["predictions"][:3]  # deterministic
+    assert row["rank"] == 2  # the best-ranked of the answers, whatever their order in the prompt
+    assert F.run_prompts(str(d), (P.Prompt(prompt.text, (third_best,)),), 2)[0]["rank"] is None
+
+
+@pytest.mark.parametrize("which", ["roberta_dir", "bert_dir"])
+def test_answer_split_into_pieces_is_a_miss_and_unreachable(request, which):
+    """An answer the tokenizer cuts into several pieces (BPE pieces, WordPiece ``##`` pieces) cannot come
+    out of one mask: it is never scored as a hit, even when its first piece is a prediction, and the
+    report flags it. The WordPiece tokenizer turns an unknown word into one ``[UNK]`` instead, so the
+    answer here is built from pieces the vocabulary has: a predicted word plus a suffix."""
+    d = request.getfixturevalue(which)
+    tok = T.load(str(d))
+    first = F.run_prompts(str(d), PROMPTS[:1], 5)[0]
+    cases = []
+    for rank, word in whole_words(tok, first["predictions"]):
+        for suffix in ("s", "loop", "ing"):
+            answer = word + suffix
+            spaced = tok.tokenize(" " + answer)
+            if (len(spaced) > 1 and len(tok.tokenize(answer)) > 1 and tok.unk_token not in spaced
+                    and tok.convert_tokens_to_string(spaced[:1]).strip() == word):
+                cases.append((rank, word, answer, spaced))
+    assert cases, first["predictions"]
+    rank, word, answer, pieces = cases[0]  # e.g. "yields" + "s" = ["yields", "##s"], "yields" predicted
+    if which == "bert_dir":
+        assert pieces[1].startswith("##")
+    row = F.run_prompts(str(d), (P.Prompt(PROMPTS[0].text, (answer,)),), 5)[0]
+    assert row["predictions"][rank - 1]["token"] == word
+    assert row["rank"] is None
+    assert row["unreachable"] == [answer]
+    both = F.run_prompts(str(d), (P.Prompt(PROMPTS[0].text, (answer, word)),), 5)[0]
+    assert both["rank"] == rank and both["unreachable"] == [answer]  # the one-token answer still scores
+    s = F.summarize([row], 5)
+    assert s["cloze_top1_hits"] == s["cloze_topk_hits"] == 0
+    assert f"(not a single token: {answer})" in F.markdown([row], s)
 
 
 def test_lowercase_tokenizer_matches_answers_case_insensitively(docs, tmp_path):
