@@ -159,4 +159,13 @@ def test_saved_files_are_standard(bpe_dir):
     cfg = json.loads((bpe_dir / "tokenizer_config.json").read_text())
     assert cfg["model_max_length"] == 128
     assert cfg["mask_token"] in ("<mask>", {"content": "<mask>"}) or "<mask>" in json.dumps(cfg["mask_token"])
-    assert np.array_equal(T.word_start_table(T.load(str(bpe_dir))), T.word_start_table(T.load(str(bpe_dir))))
+    # the reloaded tokenizer's word starts, against the saved file itself: "Ġ" pieces and the special tokens
+    saved = json.loads((bpe_dir / "tokenizer.json").read_text())
+    vocab = saved["model"]["vocab"]
+    expected = np.zeros(max(vocab.values()) + 1, dtype=bool)
+    for piece, idx in vocab.items():
+        expected[idx] = piece.startswith("\u0120")  # "Ġ", byte-level BPE's space
+    for added in saved["added_tokens"]:
+        expected[added["id"]] |= added["special"]
+    assert 0 < expected.sum() < len(expected)
+    np.testing.assert_array_equal(T.word_start_table(T.load(str(bpe_dir))), expected)
