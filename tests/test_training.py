@@ -63,7 +63,9 @@ def test_loss_falls_over_20_steps(bpe_tok, data, tmp_path):
     assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.5, losses
     assert losses[0] == pytest.approx(np.log(len(bpe_tok)), abs=0.5)  # starts near uniform
     assert [r["step"] for r in hist.val] == [10, 20]
-    assert hist.val[-1]["val_loss"] < hist.val[0]["val_loss"] + 0.5
+    # held-out loss: well below uniform by step 10 and still falling (measured 4.63 -> 4.30; uniform 6.37)
+    assert hist.val[0]["val_loss"] < np.log(len(bpe_tok)) - 1.0, hist.val
+    assert hist.val[-1]["val_loss"] < hist.val[0]["val_loss"] - 0.1, hist.val
     assert summary["steps"] == 20 and summary["resumed_from_step"] == 0
     assert summary["mixed_precision"] == "no" and summary["device"] == "cpu"
     assert summary["train_tokens_seen"] == 20 * 8 * BLOCK
@@ -365,8 +367,10 @@ def test_bf16_pure_tracks_autocast_and_keeps_fp32_master(bpe_tok, data, tmp_path
     assert s["mixed_precision"] == "bf16-pure"
     assert all(t.dtype == torch.float32 for t in model.state_dict().values() if t.is_floating_point())
     assert not same_weights(model, fresh_model(bpe_tok))
+    # measured: at most 0.0015 apart over the 8 steps (bf16 autocast vs fp32: 0.0018); with half the learning
+    # rate, bf16-pure is 0.027 apart at step 2 and 0.5 at step 8
     np.testing.assert_allclose([r["loss"] for r in h_pure.train], [r["loss"] for r in h_auto.train],
-                               rtol=0.05, atol=0.05)
+                               rtol=0, atol=0.01)
     assert h_pure.train[-1]["loss"] < h_pure.train[0]["loss"]
 
 
