@@ -7,10 +7,10 @@ import errno
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .params import MlmpipeError
 
@@ -37,12 +37,26 @@ def _full_error(dest: Path, reason: str) -> OutputError:
                        f"previous {dest.name} is unchanged: free space, or point paths.* at a larger disk")
 
 
+def _fresh(dest: Path, create: Callable[[Path], Any]) -> tuple[Path, Any]:
+    """A new ``.<name>.tmp-<random>`` beside ``dest``, made by ``create(path)`` (``os.mkdir``, or an exclusive
+    open), and what ``create`` returned. Unlike tempfile's mkdtemp (mode 0700) and mkstemp (0600), this lets the
+    user's umask set the mode, so outputs get the permissions any ``save_pretrained`` folder or other file
+    would (0755 and 0644 under umask 022)."""
+    for _ in range(100):
+        path = dest.parent / f".{dest.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            return path, create(path)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(dest.parent / f".{dest.name}.tmp-*"))
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory beside ``dest``; on success it replaces ``dest``."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    tmp, _ = _fresh(dest, os.mkdir)
     try:
         yield tmp
         old = None
@@ -64,7 +78,7 @@ def atomic_file(dest: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary file beside ``dest`` for writing; on success it is fsynced and renamed."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    tmp, fd = _fresh(dest, lambda path: os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
