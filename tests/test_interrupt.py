@@ -1,9 +1,15 @@
 """Interrupted runs resume: SIGKILL the pretrain stage three times at different steps, rerun `dvc repro`,
 and end with exactly the weights and metrics of an uninterrupted run. SIGTERM stops cleanly with a
-checkpoint and a one-line hint."""
+checkpoint of its own and a one-line hint.
+
+The pretrain process is stopped (SIGSTOP) before it is signalled, so the test sees the state the signal
+lands in (the run not finished, which checkpoints exist) and the run cannot end between that look and the
+signal."""
 import hashlib
+import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -16,24 +22,30 @@ pytestmark = pytest.mark.slow
 
 STEPS, EVERY = 60, 4
 KILL_AT = (4, 16, 32)  # each kill leaves most of the run ahead, so a fast machine cannot finish first
+DVC_FAILED = 255  # `dvc repro` when a stage command fails; the stage's own status is in its message
+STEP_LINE = re.compile(r"mlmpipe\.training: step (\d+)/(\d+) ")
 
 
-def params():
+def params(**pretrain):
     # A model a little larger than the tiny default, so a step takes milliseconds, not a fraction of one.
     return tiny_params(model={"layers": 2, "hidden": 64, "heads": 2, "intermediate": 128},
                        tokenize_group={"block_size": 64},
                        pretrain={"max_steps": STEPS, "checkpoint_every": EVERY, "keep_checkpoints": 2,
-                                 "log_every": 4, "eval_every": 20, "mixed_precision": "no", "batch_size": 16})
+                                 "log_every": 4, "eval_every": 20, "mixed_precision": "no", "batch_size": 16,
+                                 **pretrain})
 
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def newest_step(repo) -> int:
+def checkpoint_steps(repo) -> set[int]:
     d = repo.path / "data" / "checkpoints"
-    steps = [int(p.name.split("-")[1]) for p in d.glob("step-*")] if d.is_dir() else []
-    return max(steps, default=0)
+    return {int(p.name.split("-")[1]) for p in d.glob("step-*")} if d.is_dir() else set()
+
+
+def newest_step(repo) -> int:
+    return max(checkpoint_steps(repo), default=0)
 
 
 def pretrain_process(dvc: subprocess.Popen):
@@ -49,27 +61,65 @@ def pretrain_process(dvc: subprocess.Popen):
     return None
 
 
-def run_until_checkpoint(repo, at_least: int, sig: int):
-    """Start `dvc repro`, wait for a checkpoint >= at_least, then send ``sig`` to the pretrain process."""
-    dvc = subprocess.Popen(["dvc", "repro"], cwd=repo.path,
-                           env=repo.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+class Repro:
+    """`dvc repro` in the background, its stdout and stderr read as they come."""
+
+    def __init__(self, repo):
+        self.repo = repo
+        self.proc = subprocess.Popen(["dvc", "repro"], cwd=repo.path, env=repo.env(), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.out, self.err = [], []
+        self.readers = [threading.Thread(target=self._read, args=(s, buf), daemon=True)
+                        for s, buf in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for t in self.readers:
+            t.start()
+
+    @staticmethod
+    def _read(stream, buf):
+        for line in stream:
+            buf.append(line)
+
+    def logged_step(self) -> int:
+        """The last training step the stage has logged (log_every), 0 before the first."""
+        return max((int(m.group(1)) for line in list(self.err) for m in STEP_LINE.finditer(line)), default=0)
+
+    def wait(self, timeout: float = 120) -> tuple[int, str, str]:
+        self.proc.wait(timeout=timeout)
+        for t in self.readers:
+            t.join(timeout=10)
+        return self.proc.returncode, "".join(self.out), "".join(self.err)
+
+
+def signal_pretrain(repo, sig: int, at: int, need_checkpoint: bool):
+    """Start `dvc repro`, wait until training has logged step ``at`` (and, with ``need_checkpoint``, written a
+    checkpoint at or after it), stop the pretrain process, check that the run has not finished, note the
+    checkpoints present, then send ``sig``. Returns (returncode, stdout, stderr, checkpoints before the signal,
+    the last logged step)."""
+    run = Repro(repo)
     deadline = time.time() + 300
     try:
-        while newest_step(repo) < at_least:
-            assert dvc.poll() is None, f"dvc repro ended before step {at_least}: {dvc.communicate()[1][-2000:]}"
-            assert time.time() < deadline, "no checkpoint in time"
+        while run.logged_step() < at or (need_checkpoint and newest_step(repo) < at):
+            assert run.proc.poll() is None, f"dvc repro ended before step {at}: {''.join(run.err)[-2000:]}"
+            assert time.time() < deadline, f"step {at} not reached in time"
             time.sleep(0.01)
-        proc = pretrain_process(dvc)
-        while proc is None and time.time() < deadline:  # the checkpoint came from this run's process
+        proc = pretrain_process(run.proc)
+        assert proc is not None, "the pretrain process ended before it could be signalled"
+        proc.suspend()  # SIGSTOP: nothing moves while we look
+        while proc.status() != psutil.STATUS_STOPPED:  # the stop is delivered asynchronously
+            assert time.time() < deadline, f"the pretrain process did not stop: {proc.status()}"
             time.sleep(0.01)
-            proc = pretrain_process(dvc)
-        assert proc is not None
+        time.sleep(0.2)  # what the process wrote before it stopped reaches the reader
+        logged, before = run.logged_step(), checkpoint_steps(repo)
+        assert logged < STEPS and not (repo.path / "data" / "model").exists(), "the run finished before the signal"
+        assert not (repo.path / "metrics" / "train.json").exists()
         proc.send_signal(sig)
-        out, err = dvc.communicate(timeout=120)
+        if sig != signal.SIGKILL:
+            proc.resume()
+        rc, out, err = run.wait()
     finally:
-        if dvc.poll() is None:
-            dvc.kill()
-    return dvc.returncode, out, err
+        if run.proc.poll() is None:
+            run.proc.kill()
+    return rc, out, err, before, logged
 
 
 def test_sigkill_three_times_then_resume_matches_uninterrupted(tmp_path):
@@ -79,10 +129,11 @@ def test_sigkill_three_times_then_resume_matches_uninterrupted(tmp_path):
 
     repo = make_repo(tmp_path / "killed", params())
     for at in KILL_AT:  # three kills at different steps; each run resumes from the last checkpoint
-        rc, out, err = run_until_checkpoint(repo, at, signal.SIGKILL)
-        assert rc != 0
+        rc, out, err, before, logged = signal_pretrain(repo, signal.SIGKILL, at, need_checkpoint=True)
+        assert rc == DVC_FAILED, err[-2000:]
+        assert "failed to run: python stages/pretrain.py, exited with -9" in err, err[-2000:]
         assert not (repo.path / "data" / "model").exists()  # no half-written model for DVC to cache
-        assert newest_step(repo) >= at
+        assert checkpoint_steps(repo) == before and max(before) >= at  # SIGKILL leaves no checkpoint of its own
     rc, out, err = repo.repro()
     assert rc == 0, err[-2000:]
     assert "resuming from" in err
@@ -91,16 +142,26 @@ def test_sigkill_three_times_then_resume_matches_uninterrupted(tmp_path):
     assert sha(repo.path / "data/model/model.safetensors") == sha(ref.path / "data/model/model.safetensors")
     for name in ("eval.json", "fill_mask.json", "curve_train.csv", "curve_val.csv"):
         assert (repo.path / "metrics" / name).read_bytes() == (ref.path / "metrics" / name).read_bytes(), name
-    assert repo.dvc("status")[1].strip().endswith("up to date.") or "changed" not in repo.dvc("status")[1]
+    rc, out, err = repo.dvc("status")
+    assert rc == 0 and "Data and pipelines are up to date." in out, out + err
 
 
 def test_sigterm_writes_checkpoint_and_says_how_to_resume(tmp_path):
-    repo = make_repo(tmp_path / "term", params())
-    rc, out, err = run_until_checkpoint(repo, 3, signal.SIGTERM)
-    assert rc != 0
+    # No periodic checkpoint in this run (checkpoint_every > max_steps): any checkpoint is the signal's.
+    repo = make_repo(tmp_path / "term", params(checkpoint_every=1000))
+    rc, out, err, before, logged = signal_pretrain(repo, signal.SIGTERM, 4, need_checkpoint=False)
+    assert before == set()
+    assert rc == DVC_FAILED, err[-2000:]
+    assert "failed to run: python stages/pretrain.py, exited with 2" in err, err[-2000:]  # the stage's clean exit
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert lines and "interrupted" in lines[-1] and "dvc repro" in lines[-1], err[-2000:]
     assert "Traceback" not in err
-    assert newest_step(repo) >= 3
+    written = checkpoint_steps(repo) - before
+    assert len(written) == 1, checkpoint_steps(repo)
+    step = written.pop()  # the step in progress when the signal came, finished, then saved
+    assert logged <= step < STEPS
+    assert f"signal 15 at step {step}/{STEPS}" in lines[-1] and f"step-{step:07d}" in err, err[-2000:]
+    assert not (repo.path / "data" / "model").exists()
     rc, out, err = repo.repro()
-    assert rc == 0 and "resuming from" in err, err[-2000:]
+    assert rc == 0 and f"resuming from data/checkpoints/step-{step:07d}" in err, err[-2000:]
+    assert repo.read_json("metrics/train.json")["resumed_from_step"] == step
