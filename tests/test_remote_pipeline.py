@@ -14,12 +14,6 @@ and pushes to each remote in turn. For each remote:
 
 Servers come from tests/servers.py (real sshd, Swift+s3api on 127.0.0.1); a missing server
 binary skips its tests, or fails them when CI=true.
-
-Known problem, pinned by test_status_clean_right_after_pull: dvc.yaml declares
-``data/checkpoints`` as a ``persist: true, cache: false`` out of pretrain. dvc.lock records it
-(an empty directory), git cannot carry an empty directory and DVC does not cache it, so in a
-fresh clone `dvc status` reports it deleted and `dvc repro` retrains the model. Until dvc.yaml
-stops declaring it, the clones here do what a teammate has to do: ``mkdir -p data/checkpoints``.
 """
 from __future__ import annotations
 
@@ -27,7 +21,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 import servers
 from pipeline_repo import STAGES, PipelineRepo, make_repo, stages_run
@@ -38,13 +31,6 @@ REMOTES = ("local", "ssh", "s3")
 DATA = ("data/corpus", "data/tokenizer", "data/tokenized", "data/model_init", "data/model")
 METRICS_GLOBS = ("metrics/*.json", "metrics/*.csv", "metrics/*.md")
 CHECKPOINTS = "data/checkpoints"
-
-
-def checkpoints_is_an_out(repo: PipelineRepo) -> bool:
-    """Whether dvc.yaml declares paths.checkpoints as an output of pretrain (see the docstring)."""
-    stages = yaml.safe_load((repo.path / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    outs = stages["pretrain"].get("outs", [])
-    return any((next(iter(o)) if isinstance(o, dict) else o) == "${paths.checkpoints}" for o in outs)
 
 
 def ok(result: tuple[int, str, str], what: str) -> str:
@@ -137,8 +123,6 @@ def clone_b(origin: Origin, remote, pushed, tmp_path_factory) -> Clone:
     env = remote_env(remote, b)
     pull_out = ok(b.dvc("pull", env=env), "dvc pull in B")
     status = json.loads(ok(b.dvc("status", "--json", env=env), "dvc status"))
-    if checkpoints_is_an_out(b):
-        (b.path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)  # the workaround (module docstring)
     return Clone(b, pull_out, status)
 
 
@@ -151,6 +135,7 @@ def test_pull_then_repro_runs_nothing(origin: Origin, remote, clone_b: Clone):
     b = clone_b.repo
     env = remote_env(remote, b)
     assert "fetched" in clone_b.pull_out, clone_b.pull_out
+    assert not (b.path / CHECKPOINTS).exists()  # nothing to create by hand: pretrain's checkpoints are no out
     assert {rel: b.tree_hashes(rel) for rel in DATA} == origin.data
     out = ok(b.repro(env=env), "dvc repro in B")
     assert stages_run(out) == [], out
@@ -164,16 +149,8 @@ def test_pull_then_repro_runs_nothing(origin: Origin, remote, clone_b: Clone):
     assert_no_secrets(b, remote)
 
 
-def test_status_clean_right_after_pull(origin: Origin, clone_b: Clone, request):
-    """`dvc status` right after `dvc pull` in a fresh clone, before any workaround."""
-    if checkpoints_is_an_out(origin.repo):
-        assert clone_b.status_after_pull == {"pretrain": [{"changed outs": {CHECKPOINTS: "deleted"}}]}, (
-            "after `dvc pull` more is out of date than the known data/checkpoints problem: "
-            f"{clone_b.status_after_pull}")
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "dvc.yaml declares data/checkpoints (persist: true, cache: false) as an out of pretrain: git and "
-            "the DVC cache do not carry the empty directory, so a fresh clone reports it deleted and "
-            "`dvc repro` retrains the model; workaround: mkdir -p data/checkpoints")))
+def test_status_clean_right_after_pull(clone_b: Clone):
+    """`dvc status` right after `dvc pull` in a fresh clone: nothing to do by hand first."""
     assert clone_b.status_after_pull == {}
 
 
