@@ -22,7 +22,8 @@ def main() -> None:
         extra = (doc for i, src in enumerate(p.train_extra)
                  for doc in corpus.clean(sources.iter_source(src, p, scratch, f"fetch_corpus.train_extra[{i}]"),
                                          p.min_chars, p.dedupe, None, seen))
-        stats = corpus.write_corpus(docs, tmp, seed, p.validation_fraction, val, p.source, p.min_chars, extra)
+        stats = corpus.write_corpus(docs, tmp, seed, p.validation_fraction, val, p.source, p.min_chars, extra,
+                                     p.validation_source)
         for f in scratch.iterdir():
             f.unlink()
         scratch.rmdir()

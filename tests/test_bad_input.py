@@ -34,7 +34,7 @@ class Case(NamedTuple):
     changes: dict | Callable[["Ctx"], dict] | None  # dotted params changes (or a function of the context)
     expect: tuple  # substrings of the error line (str, or a function of the context)
     raw_params: str | None = None  # write this text as params.yaml instead of changes
-    env: dict | None = None
+    env: dict | Callable[["Ctx"], dict] | None = None  # extra environment (or a function of the context)
     prepare: Callable[["Ctx"], Callable[[], None]] | None = None  # makes a bad file; returns its cleanup
     file_size_kb: int | None = None  # `ulimit -f`: writing a larger file fails as on a full disk
 
@@ -150,6 +150,64 @@ def _truncated_checkpoint(c: "Ctx") -> Callable[[], None]:
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     return lambda: shutil.rmtree(repo.path / paths.checkpoints, ignore_errors=True)
 
+
+# --- issue 17: corrupt weights and tokenizer files, Hub ids that cannot be reached, empty splits ---------------
+HUB_MODEL = "mlmpipe-tests/no-such-model"
+HUB_DATASET = "mlmpipe-tests/no-such-dataset"
+
+
+def _hub_env(c: "Ctx", offline: bool) -> dict:
+    """An empty Hugging Face cache and, unless ``offline``, online mode with an endpoint nothing listens on."""
+    flag = "1" if offline else "0"
+    return {"HF_HOME": str(c.repo.path.parent / "hf_home_empty"), "HF_ENDPOINT": c.closed_url.rsplit("/", 1)[0],
+            "HF_HUB_OFFLINE": flag, "HF_DATASETS_OFFLINE": flag, "TRANSFORMERS_OFFLINE": flag}
+
+
+def _cut(f: Path) -> None:
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _bad_copy(src: Callable[["Ctx"], str], name: str, spoil: Callable[[Path], None]) -> Callable:
+    """A ``prepare``: copy directory ``src`` to bad/``name`` and ``spoil`` the copy; the cleanup deletes it."""
+    def prepare(c: "Ctx") -> Callable[[], None]:
+        import shutil
+
+        d = c.repo.path / "bad" / name
+        shutil.copytree(c.repo.path / src(c), d)
+        spoil(d)
+        return lambda: shutil.rmtree(d)
+    return prepare
+
+
+def _pickle_only(d: Path) -> None:
+    """Replace the safetensors weights by the same weights as PyTorch's pickle file."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(d / "model.safetensors"), d / "pytorch_model.bin")
+    (d / "model.safetensors").unlink()
+
+
+def _truncated_model_init(c: "Ctx") -> Callable[[], None]:
+    f = c.repo.path / "data" / "model_init" / "model.safetensors"
+    good = f.read_bytes()
+    _cut(f)
+    return lambda: f.write_bytes(good)
+
+
+def _text_file(name: str, docs: list[str]) -> Callable:
+    """A ``prepare``: bad/``name`` with ``docs`` as paragraphs; the cleanup deletes it."""
+    def prepare(c: "Ctx") -> Callable[[], None]:
+        f = c.repo.path / "bad" / name
+        f.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+        return f.unlink
+    return prepare
+
+
+ONE_DOC = ["A single document that is long enough to keep after cleaning."]  # seed 42: validation at 0.99
+THREE_DOCS = [f"Document number {i} is long enough to be kept after cleaning." for i in range(3)]  # all validation
+
+
 CASES = {
     "unknown_param_key": Case("train_tokenizer", {"train_tokenizer.vocab": 100},
                               ("train_tokenizer.vocab", "unknown key")),
@@ -213,6 +271,71 @@ CASES = {
                             raw_params="seed: 42\npaths: {corpus: data/corpus\nmodel: [1, 2\n"),
     "unknown_top_level_section": Case("fetch_corpus", {"pretraining": {"lr": 0.1}},
                                       ("params.yaml", "unknown section", "'pretraining'")),
+    # --- issue 17 (keep these rows together) ---
+    "checkpoint_weights_truncated": Case(
+        "build_model", {"build_model.init": "pretrained", "build_model.checkpoint": "bad/ckpt_truncated"},
+        ("build_model.checkpoint = 'bad/ckpt_truncated'", "bad/ckpt_truncated/model.safetensors",
+         "corrupt or truncated", "re-download it"),
+        prepare=_bad_copy(lambda c: c.ckpt_pos16, "ckpt_truncated", lambda d: _cut(d / "model.safetensors"))),
+    "checkpoint_pickle_weights_only": Case(
+        "build_model", {"build_model.init": "pretrained", "build_model.checkpoint": "bad/ckpt_pickle"},
+        ("build_model.checkpoint = 'bad/ckpt_pickle'", "pytorch_model.bin", "from_pretrained",
+         "save_pretrained(dir, safe_serialization=True)"),
+        prepare=_bad_copy(lambda c: c.ckpt_pos16, "ckpt_pickle", _pickle_only)),
+    "model_init_weights_truncated": Case(
+        "pretrain", {}, ("data/model_init/model.safetensors", "corrupt or truncated", "dvc"),
+        prepare=_truncated_model_init),
+    "tokenizer_json_truncated": Case(
+        "train_tokenizer", {"train_tokenizer.from": "bad/tok_truncated"},
+        ("train_tokenizer.from = 'bad/tok_truncated'", "bad/tok_truncated/tokenizer.json", "corrupt or truncated",
+         "re-download it"),
+        prepare=_bad_copy(lambda c: "data/tokenizer", "tok_truncated", lambda d: _cut(d / "tokenizer.json"))),
+    "hub_checkpoint_unreachable": Case(
+        "build_model", {"build_model.init": "pretrained", "build_model.checkpoint": HUB_MODEL},
+        (f"build_model.checkpoint = '{HUB_MODEL}'", "cannot be reached", f"hf download {HUB_MODEL}",
+         "local directory"),
+        env=lambda c: _hub_env(c, offline=False)),
+    "hub_checkpoint_offline": Case(
+        "build_model", {"build_model.init": "pretrained", "build_model.checkpoint": HUB_MODEL},
+        (f"build_model.checkpoint = '{HUB_MODEL}'", "HF_HUB_OFFLINE is set", f"hf download {HUB_MODEL}"),
+        env=lambda c: _hub_env(c, offline=True)),
+    "hub_tokenizer_unreachable": Case(
+        "train_tokenizer", {"train_tokenizer.from": HUB_MODEL},
+        (f"train_tokenizer.from = '{HUB_MODEL}'", "cannot be reached", f"hf download {HUB_MODEL}"),
+        env=lambda c: _hub_env(c, offline=False)),
+    "hub_tokenizer_offline": Case(
+        "train_tokenizer", {"train_tokenizer.from": HUB_MODEL},
+        (f"train_tokenizer.from = '{HUB_MODEL}'", "HF_HUB_OFFLINE is set", f"hf download {HUB_MODEL}"),
+        env=lambda c: _hub_env(c, offline=True)),
+    "hub_dataset_unreachable": Case(
+        "fetch_corpus", {"fetch_corpus.source": f"hf:{HUB_DATASET}"},
+        (f"fetch_corpus.source = 'hf:{HUB_DATASET}'", "cannot be reached",
+         f"hf download {HUB_DATASET} --repo-type dataset"),
+        env=lambda c: _hub_env(c, offline=False)),
+    "hub_dataset_offline": Case(
+        "fetch_corpus", {"fetch_corpus.source": f"hf:{HUB_DATASET}"},
+        (f"fetch_corpus.source = 'hf:{HUB_DATASET}'", "offline", f"hf download {HUB_DATASET} --repo-type dataset"),
+        env=lambda c: _hub_env(c, offline=True)),
+    "one_document_goes_to_validation": Case(
+        "fetch_corpus", {"fetch_corpus.source": "bad/one_doc.txt", "fetch_corpus.validation_fraction": 0.99},
+        ("training split is empty", "1 document", "validation_fraction = 0.99", "at least 2 documents",
+         "validation_source"),
+        prepare=_text_file("one_doc.txt", ONE_DOC)),
+    "one_document_goes_to_training": Case(
+        "fetch_corpus", {"fetch_corpus.source": "bad/one_doc.txt"},
+        ("validation split is empty", "1 document", "at least 2 documents", "validation_source"),
+        prepare=_text_file("one_doc.txt", ONE_DOC)),
+    "all_documents_go_to_validation": Case(
+        "fetch_corpus", {"fetch_corpus.source": "bad/three_docs.txt", "fetch_corpus.validation_fraction": 0.99},
+        ("training split is empty", "all 3 documents", "validation_fraction = 0.99", "lower"),
+        prepare=_text_file("three_docs.txt", THREE_DOCS)),
+    "no_document_after_cleaning": Case(
+        "fetch_corpus", {"fetch_corpus.min_chars": 100000},
+        ("empty after cleaning", "no documents left", "fetch_corpus.min_chars = 100000")),
+    "validation_source_empty_after_cleaning": Case(
+        "fetch_corpus", {"fetch_corpus.validation_source": "bad/empty.txt"},
+        ("fetch_corpus.validation_source = 'bad/empty.txt'", "no documents left")),
+    # --- end of issue 17 ---
 }
 
 
@@ -235,6 +358,7 @@ def test_bad_input(ctx: Ctx, name: str):
     repo = ctx.repo
     before_params = repo.params()
     cleanup = case.prepare(ctx) if case.prepare else None
+    env = case.env(ctx) if callable(case.env) else case.env
     before = _state(repo)
     try:
         if case.raw_params is not None:
@@ -243,10 +367,10 @@ def test_bad_input(ctx: Ctx, name: str):
             changes = case.changes(ctx) if callable(case.changes) else case.changes
             repo.set_params(changes)
         if case.file_size_kb is None:
-            rc, out, err = repo.stage(case.stage, env=case.env)
+            rc, out, err = repo.stage(case.stage, env=env)
         else:  # bash's ulimit for the stage only; Python ignores SIGXFSZ, so a write fails with EFBIG
             rc, out, err = repo.run("bash", "-c", f"ulimit -f {case.file_size_kb} && exec \"$0\" \"$@\"",
-                                    str(VENV_BIN / "python"), f"stages/{case.stage}.py", env=case.env)
+                                    str(VENV_BIN / "python"), f"stages/{case.stage}.py", env=env)
     finally:
         repo.write_params(before_params)
         after = _state(repo)
@@ -264,3 +388,40 @@ def test_bad_input(ctx: Ctx, name: str):
     assert after == before, (f"{case.stage} changed its outputs: added {sorted(set(after) - set(before))}, "
                              f"removed {sorted(set(before) - set(after))}, changed "
                              f"{sorted(k for k in set(after) & set(before) if after[k] != before[k])}")
+
+
+_TIMED_LOAD = """
+import sys, time
+from mlmpipe import model, sources, tokenizer
+from mlmpipe.params import MlmpipeError
+import datasets  # imported before the clock starts, like the rest
+what = sys.argv[1]
+tok = tokenizer.load("data/tokenizer")
+start = time.monotonic()
+try:
+    if what == "model":
+        model.load_pretrained(sys.argv[2], "bert", tok, 32, False, False)
+    elif what == "tokenizer":
+        tokenizer.load(sys.argv[2])
+    else:
+        list(sources.read_hub(sys.argv[2], None, "train", None, "text"))
+    print("loaded")
+except MlmpipeError as e:
+    print(f"{time.monotonic() - start:.3f}")
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("what,name", [("model", HUB_MODEL), ("tokenizer", HUB_MODEL), ("dataset", HUB_DATASET)])
+@pytest.mark.parametrize("offline", [False, True], ids=["unreachable", "offline"])
+def test_hub_id_fails_fast(ctx: Ctx, what: str, name: str, offline: bool):
+    """A Hub id that is not in the cache fails at once when the Hub cannot be reached or HF_HUB_OFFLINE is set:
+    huggingface_hub's retries with backoff took 24 s (a dataset) to 54 s (a tokenizer) before the error."""
+    rc, out, err = ctx.repo.run(str(VENV_BIN / "python"), "-c", _TIMED_LOAD, what, name,
+                                env=_hub_env(ctx, offline=offline))
+    assert rc == 0 and out.count("\n") == 2, f"rc {rc}, stdout:\n{out}\nstderr tail:\n{err[-3000:]}"
+    seconds, message = out.splitlines()
+    print(f"{what} {'offline' if offline else 'unreachable'}: {seconds} s: {message}")
+    assert float(seconds) < 10, f"took {seconds} s to fail: {message}"
+    assert name in message and "hf download" in message
+    assert "Retry" not in err, err[-3000:]

@@ -87,15 +87,17 @@ class _SplitWriter:
 
 def write_corpus(train_docs: Iterable[str], out_dir: Path, seed: int, validation_fraction: float,
                  validation_docs: Optional[Iterable[str]] = None, source: Optional[str] = None,
-                 min_chars: Optional[int] = None, extra_train_docs: Iterable[str] = ()) -> dict:
+                 min_chars: Optional[int] = None, extra_train_docs: Iterable[str] = (),
+                 validation_source: Optional[str] = None) -> dict:
     """Split (unless ``validation_docs`` is given) and write both splits; return flat stats per split.
 
     ``extra_train_docs`` go to the training split only, after the others (``fetch_corpus.train_extra``).
-    ``source`` and ``min_chars`` only make the error messages name what the user set."""
+    ``source``, ``min_chars`` and ``validation_source`` only make the error messages name what the user set."""
     writers = {s: _SplitWriter(out_dir / f"{s}.parquet") for s in SPLITS}
     for doc in train_docs:
         to_val = validation_docs is None and is_validation(doc, seed, validation_fraction)
         writers["validation" if to_val else "train"].add(doc)
+    split_docs = writers["train"].documents + (writers["validation"].documents if validation_docs is None else 0)
     for doc in validation_docs or ():
         writers["validation"].add(doc)
     main_docs = writers["train"].documents
@@ -103,20 +105,47 @@ def write_corpus(train_docs: Iterable[str], out_dir: Path, seed: int, validation
         writers["train"].add(doc)
     extra = writers["train"].documents - main_docs
     stats = {s: w.close() for s, w in writers.items()}
-    where = f"fetch_corpus.source = {source!r}: " if source is not None else ""
-    if stats["train"]["documents"] == 0:
-        chars = f" = {min_chars}" if min_chars is not None else ""
-        raise CorpusError(f"{where}the corpus is empty after cleaning: no training documents of at least "
-                          f"fetch_corpus.min_chars{chars} characters")
-    if stats["validation"]["documents"] == 0:
-        raise CorpusError(f"{where}the validation split is empty: raise fetch_corpus.validation_fraction "
-                          f"(now {validation_fraction}) or set fetch_corpus.validation_source")
+    _check_splits(stats["train"]["documents"], stats["validation"]["documents"], split_docs, validation_fraction,
+                  validation_docs is not None, source, min_chars, validation_source)
     flat = {f"{s}_{k}": v for s, d in stats.items() for k, v in d.items()}
     total = hashlib.sha256((stats["train"]["sha256"] + stats["validation"]["sha256"]).encode()).hexdigest()
     flat["train_extra_documents"] = extra
     return {"documents": flat["train_documents"] + flat["validation_documents"],
             "characters": flat["train_characters"] + flat["validation_characters"],
             "bytes": flat["train_bytes"] + flat["validation_bytes"], **flat, "content_sha256": total}
+
+
+def _check_splits(train: int, validation: int, split_docs: int, fraction: float, given_validation: bool,
+                  source: Optional[str], min_chars: Optional[int], validation_source: Optional[str]) -> None:
+    """One line that names the real cause of an empty split: cleaning left no documents, the split put all of
+    them on one side, or there were too few documents to split (``split_docs``: those the split saw)."""
+    where = f"fetch_corpus.source = {source!r}: " if source is not None else ""
+    chars = f"fetch_corpus.min_chars{f' = {min_chars}' if min_chars is not None else ''}"
+    frac = f"fetch_corpus.validation_fraction = {fraction}"
+    if train == 0 and (given_validation or split_docs == 0):
+        raise CorpusError(f"{where}the corpus is empty after cleaning: no documents left of at least {chars} "
+                          f"characters; lower fetch_corpus.min_chars or check the source")
+    if train == 0 and split_docs == 1:
+        raise CorpusError(f"{where}the training split is empty: 1 document after cleaning and {frac} put it in "
+                          f"validation; a split needs at least 2 documents, or set fetch_corpus.validation_source")
+    if train == 0:
+        raise CorpusError(f"{where}the training split is empty: {frac} put all {split_docs} documents after "
+                          f"cleaning in validation; lower fetch_corpus.validation_fraction or set "
+                          f"fetch_corpus.validation_source")
+    if validation == 0 and given_validation:
+        vs = f" = {validation_source!r}" if validation_source is not None else ""
+        raise CorpusError(f"fetch_corpus.validation_source{vs}: no documents left after cleaning (each needs at "
+                          f"least {chars} characters; with fetch_corpus.dedupe, documents already in the source "
+                          f"are dropped)")
+    if validation == 0 and fraction <= 0:
+        raise CorpusError(f"{where}the validation split is empty: {frac} puts no document in validation; raise it or "
+                          f"set fetch_corpus.validation_source")
+    if validation == 0 and split_docs == 1:
+        raise CorpusError(f"{where}the validation split is empty: 1 document after cleaning, and it went to training; "
+                          f"a split needs at least 2 documents, or set fetch_corpus.validation_source")
+    if validation == 0:
+        raise CorpusError(f"{where}the validation split is empty: {frac} put none of the {split_docs} documents in "
+                          f"validation; raise fetch_corpus.validation_fraction or set fetch_corpus.validation_source")
 
 
 def read_split(corpus_dir: str | os.PathLike, split: str) -> Iterator[str]:

@@ -7,11 +7,14 @@ stays a standard ``*ForMaskedLM`` checkpoint.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import torch
 from transformers import (AutoConfig, AutoModelForMaskedLM, AutoModelForPreTraining, BertConfig, DistilBertConfig,
                           ModernBertConfig, PreTrainedModel, RobertaConfig)
 
+from . import hub
 from .params import MlmpipeError
 
 log = logging.getLogger(__name__)
@@ -77,12 +80,52 @@ def build_scratch(m, tok, block_size: int, seed: int) -> PreTrainedModel:
     return model
 
 
+CHECKPOINT_KEY = "build_model.checkpoint"
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+
+
+def _corrupt_file(path: str) -> str:
+    """The first ``*.safetensors`` file of checkpoint ``path`` (a directory, or a Hub id's cached snapshot) whose
+    header safetensors cannot read; else the directory."""
+    from safetensors import safe_open
+
+    folder = path if os.path.isdir(path) else os.path.dirname(hub.cached_file(path, WEIGHTS) or "")
+    for f in sorted(Path(folder).glob("*.safetensors")) if folder else ():
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except Exception:  # noqa: BLE001 (safetensors raises its own SafetensorError and OSError kinds)
+            return str(f)
+    return folder or path
+
+
+def _from_pretrained(cls, path: str, where: str, fix: str, **kwargs) -> PreTrainedModel:
+    """``cls.from_pretrained(path, use_safetensors=True)``; a weights file safetensors cannot read is one line that
+    names it (``where``: how to name the checkpoint; ``fix``: what to do)."""
+    from safetensors import SafetensorError
+
+    try:
+        return cls.from_pretrained(path, use_safetensors=True, **kwargs)
+    except SafetensorError as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelError(f"{where}{_corrupt_file(path)} is corrupt or truncated (SafetensorError: {msg}); "
+                         f"{fix}") from None
+
+
 def load(path: str, **kwargs) -> PreTrainedModel:
     """A saved model with the heads it was saved with: BertForPreTraining keeps its next-sentence head."""
     config = AutoConfig.from_pretrained(path, **kwargs)
     nsp = "BertForPreTraining" in (getattr(config, "architectures", None) or ())
-    return (AutoModelForPreTraining if nsp else AutoModelForMaskedLM).from_pretrained(path, use_safetensors=True,
-                                                                                      **kwargs)
+    return _from_pretrained(AutoModelForPreTraining if nsp else AutoModelForMaskedLM, path, "",
+                            "restore it (dvc checkout) or re-create it (dvc repro reruns the stage that writes it)",
+                            **kwargs)
+
+
+def _pickle_only(path: str) -> list[str]:
+    """The PyTorch pickle weights (``*.bin``) of a local checkpoint directory that has no safetensors weights."""
+    if not os.path.isdir(path) or any(Path(path).glob("*.safetensors")):
+        return []
+    return sorted(f.name for f in Path(path).glob("*.bin"))
 
 
 def has_nsp_head(model: PreTrainedModel) -> bool:
@@ -92,7 +135,8 @@ def has_nsp_head(model: PreTrainedModel) -> bool:
 def load_pretrained(path: str, family: str, tok, block_size: int, resize_embeddings: bool,
                     trust_remote_code: bool, next_sentence: bool = False) -> PreTrainedModel:
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                            **hub.resolve(path, CHECKPOINT_KEY, ("config.json",)))
     except (OSError, ValueError) as e:
         raise ModelError(f"build_model.checkpoint = {path!r}: cannot load a model config: "
                          f"{str(e).strip().splitlines()[0]}") from None
@@ -101,8 +145,18 @@ def load_pretrained(path: str, family: str, tok, block_size: int, resize_embeddi
                          f"{family!r}: set model.family: {config.model_type}")
     try:
         cls = AutoModelForPreTraining if next_sentence else AutoModelForMaskedLM  # a missing NSP head starts random
-        model = cls.from_pretrained(path, trust_remote_code=trust_remote_code, use_safetensors=True)
+        model = _from_pretrained(cls, path, f"{CHECKPOINT_KEY} = {path!r}: ",
+                                 "re-download it, or save the model again with save_pretrained(dir, "
+                                 "safe_serialization=True)", trust_remote_code=trust_remote_code,
+                                 **hub.resolve(path, CHECKPOINT_KEY, WEIGHTS))
     except (OSError, ValueError) as e:
+        pickles = _pickle_only(path)
+        if pickles:
+            raise ModelError(f"{CHECKPOINT_KEY} = {path!r} has no model.safetensors, only PyTorch pickle weights "
+                             f"({', '.join(pickles)}), which this pipeline does not load (unpickling can run code): "
+                             f"convert it once on a trusted machine (load it with from_pretrained, then "
+                             f"save_pretrained(dir, safe_serialization=True)) and set {CHECKPOINT_KEY} to that "
+                             f"dir") from None
         raise ModelError(f"build_model.checkpoint = {path!r}: cannot load safetensors weights: "
                          f"{str(e).strip().splitlines()[0]}") from None
     have = model.get_input_embeddings().num_embeddings

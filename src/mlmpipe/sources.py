@@ -211,9 +211,21 @@ def download(url: str, dest: Path, timeout_s: float, max_bytes: int, sha256: Opt
 
 def read_hub(name: str, config: Optional[str], split: str, revision: Optional[str], column: str,
              key: str = "fetch_corpus.source") -> Iterator[str]:
-    """A Hugging Face dataset (Hub name or local dataset directory), streamed with ``datasets.load_dataset``."""
+    """A Hugging Face dataset (Hub name or local dataset directory), streamed with ``datasets.load_dataset``.
+
+    A Hub name fails at once, in one line, when the Hub cannot be reached (``hub.require_hub``); in offline mode
+    ``datasets`` looks in its cache, and its error gets the same advice."""
     import datasets
 
+    from . import hub
+
+    rev = f" --revision {revision}" if revision else ""
+    fix = (f"download it once on a machine with network (hf download {name} --repo-type dataset{rev} --local-dir "
+           f"DIR) and set {key}: hf:DIR")
+    remote = hub.is_hub_id(name)
+    offline = remote and bool(datasets.config.HF_HUB_OFFLINE)
+    if remote and not offline:
+        hub.require_hub(name, key, shown=f"hf:{name}", revision=revision, fix=fix, state="not a local directory")
     try:
         ds = datasets.load_dataset(name, config, split=split, revision=revision, streaming=True)
         first = True
@@ -227,8 +239,9 @@ def read_hub(name: str, config: Optional[str], split: str, revision: Optional[st
         raise
     except Exception as e:  # datasets raises many kinds (FileNotFoundError, ConnectionError, HfHubHTTPError, ...)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = f"; offline mode is on (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE): {fix}" if offline else ""
         raise CorpusError(f"{key} = 'hf:{name}': cannot load the dataset "
-                          f"(config={config}, split={split}, revision={revision}): {msg}") from None
+                          f"(config={config}, split={split}, revision={revision}): {msg}{hint}") from None
 
 
 def iter_source(source: str, p, scratch_dir: Path, key: str = "fetch_corpus.source") -> Iterator[str]:
