@@ -35,7 +35,7 @@ def main() -> None:
         tok.model_input_names = input_names(model)
         with atomic_dir(paths.model) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
+            tokenizer.save(tok, tmp)
             write_json(tmp / "training_params.json", {"seed": seed, "block_size": block_size, **asdict(p)})
         write_text(Path(paths.metrics) / "curve_train.csv", csv_text(hist.train))
         write_text(Path(paths.metrics) / "curve_val.csv", csv_text(hist.val))

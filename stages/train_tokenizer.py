@@ -12,12 +12,12 @@ def main() -> None:
     from mlmpipe import tokenizer  # transformers loads only after the params are valid
 
     if p.from_dir:
-        tok = tokenizer.load(p.from_dir)
+        tok = tokenizer.load(p.from_dir, "train_tokenizer.from")
     else:
         tok = tokenizer.train(corpus.read_split(paths.corpus, "train"), p.kind, p.vocab_size, p.min_frequency,
                               p.lowercase, p.model_max_length)
     with atomic_dir(paths.tokenizer) as tmp:
-        tok.save_pretrained(tmp)
+        tokenizer.save(tok, tmp)
     validation = list(corpus.read_split(paths.corpus, "validation"))
     stats = tokenizer.stats(tok, p.vocab_size, validation)
     write_json(Path(paths.metrics) / "tokenizer.json", {"source": p.from_dir or "trained", **stats})

@@ -10,6 +10,7 @@ from transformers import AutoTokenizer
 
 from mlmpipe import corpus as C
 from mlmpipe import tokenizer as T
+from mlmpipe.params import ParamError
 from mlmpipe.tokenizer import TokenizerError
 
 from conftest import make_docs
@@ -93,7 +94,7 @@ def test_kind_of_and_check_family(bpe_tok, wp_tok):
                          ("wordpiece", "bert"), ("wordpiece", "distilbert")]:
         T.check_family(kind, family)
     for kind, family in [("wordpiece", "roberta"), ("bpe", "bert"), ("bpe", "distilbert")]:
-        with pytest.raises(TokenizerError) as e:
+        with pytest.raises(ParamError) as e:
             T.check_family(kind, family)
         msg = str(e.value)
         assert "\n" not in msg
@@ -169,3 +170,18 @@ def test_saved_files_are_standard(bpe_dir):
         expected[added["id"]] |= added["special"]
     assert 0 < expected.sum() < len(expected)
     np.testing.assert_array_equal(T.word_start_table(T.load(str(bpe_dir))), expected)
+
+
+def test_vocab_size_below_the_byte_alphabet_is_logged(docs, caplog):
+    """BPE's vocabulary starts from 256 byte symbols + 5 specials: vocab_size 64 gives 261 tokens and no word;
+    the log says what was asked, what came out and why. A size that is met logs nothing."""
+    with caplog.at_level("WARNING", logger="mlmpipe.tokenizer"):
+        tok = T.train(iter(docs), "bpe", 64, 2, False, 64)
+    assert len(tok) == 261
+    lines = [r.getMessage() for r in caplog.records if r.name == "mlmpipe.tokenizer"]
+    assert len(lines) == 1, lines
+    assert "vocab_size = 64" in lines[0] and "261 tokens" in lines[0] and "256 byte symbols" in lines[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mlmpipe.tokenizer"):
+        assert len(T.train(iter(docs), "bpe", 300, 2, False, 64)) == 300
+    assert not [r for r in caplog.records if r.name == "mlmpipe.tokenizer"]

@@ -6,14 +6,18 @@ follows BERT (``[CLS] [SEP] [PAD] [UNK] [MASK]``, optional lowercasing).
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from .params import MlmpipeError
+from . import hub
+from .params import FAMILY_KINDS, MlmpipeError, check_family  # noqa: F401 (tokenizer.check_family)
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +25,6 @@ BPE_SPECIALS = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "
                 "mask_token": "<mask>", "cls_token": "<s>", "sep_token": "</s>"}
 WORDPIECE_SPECIALS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
                       "mask_token": "[MASK]"}
-# Which tokenizer kinds each architecture accepts.
-FAMILY_KINDS = {"roberta": ("bpe",), "bert": ("wordpiece",), "distilbert": ("wordpiece",),
-                "modernbert": ("bpe", "wordpiece")}
 
 
 class TokenizerError(MlmpipeError):
@@ -56,7 +57,26 @@ def train(texts: Iterable[str], kind: str, vocab_size: int, min_frequency: int, 
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                             show_progress=False, special_tokens=specials)
     tok.train_from_iterator(texts, trainer)
+    _log_size(tok.get_vocab_size(), kind, vocab_size, min_frequency, len(specials))
     return wrap(tok, kind, model_max_length)
+
+
+def _log_size(got: int, kind: str, asked: int, min_frequency: int, n_specials: int) -> None:
+    """A warning when the trained vocabulary is not the size asked for, with the reason."""
+    if got > asked and kind == "bpe":
+        why = (f"byte-level BPE starts from its 256 byte symbols plus {n_specials} special tokens "
+               f"({256 + n_specials}) and only adds merges to that, so " +
+               ("no merges were learned and no whole word is a token" if got <= 256 + n_specials else
+                "the merges come on top") + f"; ask for well over {256 + n_specials}")
+    elif got > asked:
+        why = ("WordPiece keeps every character of the training text (and its ## continuation form) as a token, "
+               f"plus {n_specials} special tokens; ask for more")
+    elif got < asked:
+        why = (f"the training text has no more pairs seen at least train_tokenizer.min_frequency = {min_frequency} "
+               f"times to merge; lower min_frequency or train on more text")
+    else:
+        return
+    log.warning("train_tokenizer.vocab_size = %d asked, the trained tokenizer has %d tokens: %s", asked, got, why)
 
 
 def wrap(tok: Tokenizer, kind: str, model_max_length: int) -> PreTrainedTokenizerFast:
@@ -76,11 +96,39 @@ def wrap(tok: Tokenizer, kind: str, model_max_length: int) -> PreTrainedTokenize
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **kwargs)
 
 
-def load(path: str) -> PreTrainedTokenizerFast:
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _broken_json(path: str) -> tuple[str, str] | None:
+    """(file, why) for the first tokenizer JSON file of ``path`` (a directory, or a Hub id's cached snapshot) that
+    is not valid JSON, or None."""
+    folder = path if os.path.isdir(path) else os.path.dirname(hub.cached_file(path, TOKENIZER_FILES) or "")
+    for name in TOKENIZER_FILES if folder else ():
+        f = os.path.join(folder, name)
+        if os.path.isfile(f):
+            try:
+                with open(f, encoding="utf-8") as fh:
+                    json.load(fh)
+            except (ValueError, OSError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+                return f, (f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else str(e))
+    return None
+
+
+def load(path: str, key: str | None = None) -> PreTrainedTokenizerFast:
+    """The fast tokenizer of a directory or Hub id ``path`` (``key``: the parameter that named it, for errors)."""
+    where = f"{key} = {path!r}" if key else path
     try:
-        tok = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise TokenizerError(f"{path}: cannot load a tokenizer: {str(e).splitlines()[0]}") from None
+        tok = AutoTokenizer.from_pretrained(path, **hub.resolve(path, key, TOKENIZER_FILES[:2]))
+    except Exception as e:  # noqa: BLE001 (transformers and the tokenizers library raise many kinds)
+        if isinstance(e, MlmpipeError):
+            raise
+        broken = _broken_json(path)
+        if broken:
+            raise TokenizerError(f"{where}: {broken[0]} is corrupt or truncated (not valid JSON: {broken[1]}); "
+                                 f"re-download it, or save the tokenizer again with save_pretrained(dir)") from None
+        if not isinstance(e, (OSError, ValueError)):
+            raise
+        raise TokenizerError(f"{where}: cannot load a tokenizer: {str(e).splitlines()[0]}") from None
     if not getattr(tok, "is_fast", False):
         raise TokenizerError(f"{path}: not a fast (tokenizers-backed) tokenizer")
     if tok.mask_token is None:
@@ -88,17 +136,38 @@ def load(path: str) -> PreTrainedTokenizerFast:
     return tok
 
 
+# transformers 5 names the tokenizer of a bare tokenizer.json "TokenizersBackend", a class 4.x does not have;
+# "PreTrainedTokenizerFast" is the same class under the name both know (5.x keeps it as an alias).
+# The family's own fast classes are no substitute: 4.x's BertTokenizerFast, for one, re-lowercases a cased
+# WordPiece tokenizer (its do_lower_case defaults to True), where this class encodes as tokenizer.json says.
+GENERIC_CLASS = "PreTrainedTokenizerFast"
+
+
+def save(tok: PreTrainedTokenizerFast, directory: str | os.PathLike) -> None:
+    """``tok.save_pretrained(directory)``, loadable by transformers 4.x as well as 5.x.
+
+    tokenizer_config.json names the generic fast class instead of 5.x's "TokenizersBackend" and keeps the
+    tokenizer's ``model_input_names`` (which 5.x does not save), so both versions return the inputs the
+    model takes (DistilBERT's forward refuses token_type_ids). Written as transformers writes it
+    (sorted keys), so identical tokenizers give byte-identical files, re-saved after loading or not.
+    """
+    tok.save_pretrained(directory)
+    path = Path(directory) / "tokenizer_config.json"
+    with open(path, encoding="utf-8") as fh:
+        config = json.load(fh)
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = GENERIC_CLASS
+    config["model_input_names"] = list(tok.model_input_names)
+    for key in ("is_local", "local_files_only"):  # how 5.x loaded it, not part of the tokenizer
+        config.pop(key, None)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
 def kind_of(tok: PreTrainedTokenizerFast) -> str:
     """'bpe' (byte-level BPE) or 'wordpiece', read from the tokenizer's model."""
     model = type(tok.backend_tokenizer.model).__name__
     return {"BPE": "bpe", "WordPiece": "wordpiece"}.get(model, model.lower())
-
-
-def check_family(kind: str, family: str) -> None:
-    if kind not in FAMILY_KINDS[family]:
-        wanted = " or ".join(FAMILY_KINDS[family])
-        raise TokenizerError(f"train_tokenizer.kind = {kind!r} does not fit model.family = {family!r}: "
-                             f"{family} needs a {wanted} tokenizer; change train_tokenizer.kind or model.family")
 
 
 def word_start_table(tok: PreTrainedTokenizerFast) -> np.ndarray:
