@@ -7,22 +7,14 @@ import sys
 from typing import Callable
 
 from mlmpipe.outputs import disk_full
-from mlmpipe.params import SECTIONS, MlmpipeError, ParamError, load_yaml, section
+from mlmpipe.params import MlmpipeError, read_params, section
 
 PARAMS_FILE = os.environ.get("MLMPIPE_PARAMS", "params.yaml")
 
 
 def params(*names: str):
     """The validated sections ``names`` of params.yaml, in order (a single value for one name)."""
-    try:
-        with open(PARAMS_FILE, encoding="utf-8") as fh:
-            data = load_yaml(fh.read(), PARAMS_FILE)
-    except FileNotFoundError:
-        raise ParamError(f"{PARAMS_FILE}: no such file (run from the project root)") from None
-    allowed = {"seed", *SECTIONS}
-    for key in data:
-        if key not in allowed:
-            raise ParamError(f"{PARAMS_FILE}: unknown section {key!r}; allowed: {', '.join(sorted(allowed))}")
+    data = read_params(PARAMS_FILE)
     values = [section(data, n) for n in names]
     return values[0] if len(values) == 1 else values
 

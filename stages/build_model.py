@@ -4,6 +4,7 @@ from pathlib import Path
 from _stage import params, run
 
 from mlmpipe.outputs import atomic_dir, write_json
+from mlmpipe.params import check_family, check_next_sentence
 
 
 def main() -> None:
@@ -12,11 +13,8 @@ def main() -> None:
     from mlmpipe import tokenizer
 
     tok = tokenizer.load(paths.tokenizer)
-    tokenizer.check_family(tokenizer.kind_of(tok), m.family)
-    if m.next_sentence != (tg.mode == "sentence_pairs"):
-        raise M.ModelError(f"model.next_sentence = {str(m.next_sentence).lower()} with tokenize_group.mode = "
-                           f"{tg.mode!r}: next-sentence prediction trains on sentence pairs; set both "
-                           f"(next_sentence: true, mode: sentence_pairs) or neither")
+    check_family(tokenizer.kind_of(tok), m.family)  # the kind of the tokenizer that was made or reused
+    check_next_sentence(m, tg)
     if p.init == "scratch":
         model = M.build_scratch(m, tok, tg.block_size, seed)
     else:

@@ -20,6 +20,7 @@ import hashlib
 import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -114,12 +115,27 @@ def tiny_params(*, family: str = "modernbert", kind: Optional[str] = None, sourc
             {"text": "My neighbour found the map near the <mask>.", "answers": ["river"]},
         ]},
     }
+    p["pretrain"]["random_offsets"] = False  # fixed cuts of the blocks: the tiny tests reason about them
     for name, values in sections.items():
         if isinstance(values, Mapping) and isinstance(p.get(name), dict):
             p[name].update(values)
         else:
             p[name] = values
-    return p
+    return _with_every_key(p)
+
+
+def _with_every_key(p: dict) -> dict:
+    """``p`` with every key of the project's params.yaml that it leaves out, at params.yaml's value (so that
+    `dvc exp run -S key=...` can set any key there, as in the project), in params.yaml's order."""
+    from mlmpipe.params import load_yaml
+
+    full = load_yaml((PROJECT / "params.yaml").read_text(encoding="utf-8"))
+    out = {}
+    for name, value in full.items():
+        mine = p.get(name, value)
+        out[name] = {**value, **mine} if isinstance(value, dict) and isinstance(mine, dict) else mine
+    out.update({k: v for k, v in p.items() if k not in out})
+    return out
 
 
 def dump_params(params: Mapping[str, Any]) -> str:
@@ -287,11 +303,43 @@ def _check(result: tuple[int, str, str], what: str) -> None:
 
 
 _RUNNING = re.compile(r"^Running stage '([^']+)'", re.M)
+CHECK_STAGE = "check_params"  # validates params.yaml; reruns on any params change, so stages_run leaves it out
 
 
-def stages_run(output: str) -> list[str]:
-    """The stages `dvc repro` ran, in order, from its "Running stage 'X':" lines."""
-    return _RUNNING.findall(output)
+def stages_run(output: str, *, with_check: bool = False) -> list[str]:
+    """The pipeline stages `dvc repro` ran, in order, from its "Running stage 'X':" lines (the params check
+    too with ``with_check``)."""
+    return [s for s in _RUNNING.findall(output) if with_check or s != CHECK_STAGE]
+
+
+# ---------------------------------------------------------------------------------------------
+# the README's commands, run literally
+
+
+def readme_commands() -> list[str]:
+    """Every line or inline command of README.md that runs ``dvc exp run`` or ``dvc repro``, as written."""
+    text = (PROJECT / "README.md").read_text(encoding="utf-8")
+    found = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+        found += [ln for ln in block.splitlines() if re.search(r"\bdvc (exp run|repro)\b", ln)]
+    outside = re.sub(r"```.*?```", "", text, flags=re.S)
+    found += [span for span in re.findall(r"`([^`\n]+)`", outside) if re.search(r"\bdvc (exp run|repro)\b", span)]
+    return list(dict.fromkeys(found))
+
+
+def readme_command(*needles: str) -> str:
+    """The one README command that contains every string in ``needles``."""
+    hits = [c for c in readme_commands() if all(n in c for n in needles)]
+    assert len(hits) == 1, f"README commands with {needles}: {hits}"
+    return hits[0]
+
+
+def run_readme(repo: "PipelineRepo", command: str, overrides: Iterable[str] = (), **kw) -> tuple[int, str, str]:
+    """Run a README command line in ``repo`` through bash exactly as written (its trailing comment dropped),
+    with ``overrides`` (only step counts and sizes, to fit tiny data) appended as ``-S`` options."""
+    line = re.sub(r"\s+#\s.*$", "", command)
+    line += "".join(f" -S {shlex.quote(o)}" for o in overrides)
+    return repo.run("bash", "-c", line, **kw)
 
 
 def last_line(text: str) -> str:

@@ -5,9 +5,15 @@ import shutil
 
 import pytest
 
-from pipeline_repo import make_repo, stages_run, tiny_params
+from pipeline_repo import make_repo, readme_command, run_readme, stages_run, tiny_params
 
 pytestmark = pytest.mark.slow
+
+
+def ok(result, what):
+    rc, out, err = result
+    assert rc == 0, f"{what} failed ({rc}):\n{out[-2000:]}\n{err[-2000:]}"
+    return out
 
 
 def curve(repo):
@@ -24,9 +30,12 @@ def test_two_processes_match_one(tmp_path):
     rc, out, err = repo.repro()
     assert rc == 0, err[-2000:]
     one = curve(repo)
-    repo.set_params({"pretrain.launcher": "torchrun --standalone --nproc_per_node 2"})
-    rc, out, err = repo.repro()
+    ok(repo.git("add", "-A"), "git add")
+    ok(repo.git("commit", "-q", "-m", "one process"), "git commit")
+    cmd = readme_command("torchrun --standalone --nproc_per_node 2")  # the README's launcher line, as written
+    rc, out, err = run_readme(repo, cmd)
     assert rc == 0, err[-2000:]
+    assert repo.params()["pretrain"]["launcher"] == "torchrun --standalone --nproc_per_node 2"
     assert "pretrain" in stages_run(out) and "build_model" not in stages_run(out)
     two = curve(repo)
     assert repo.read_json("metrics/train.json")["processes"] == 2

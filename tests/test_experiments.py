@@ -9,15 +9,16 @@ import csv
 import io
 import json
 import re
+import shutil
 import time
 
 import pytest
 
-from pipeline_repo import STAGES, PipelineRepo, make_repo, stages_run
+from pipeline_repo import PROJECT, STAGES, PipelineRepo, make_repo, readme_command, run_readme, stages_run
 
 pytestmark = pytest.mark.slow
 
-LR = 0.005
+LR = 0.003  # the README's `dvc exp run -S pretrain.lr=0.003`
 GRID_SEEDS = (1, 2)
 QUEUE_TIMEOUT_S = 600
 # (metrics file, key) that `dvc exp show` must have a column for
@@ -53,6 +54,10 @@ class Exp:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> PipelineRepo:
     repo = make_repo(tmp_path_factory.mktemp("experiments") / "repo")
+    template = PROJECT / "plots" / "offline_template.html"  # .dvc/config's plots.html_template
+    assert template.is_file(), "plots/offline_template.html is missing: run `make plots-setup`"
+    (repo.path / "plots").mkdir()
+    shutil.copy2(template, repo.path / "plots" / template.name)
     assert stages_run(ok(repo.repro(), "dvc repro")) == list(STAGES)
     ok(repo.git("add", "-A"), "git add")
     ok(repo.git("commit", "-q", "-m", "pipeline run"), "git commit")
@@ -62,7 +67,8 @@ def repo(tmp_path_factory) -> PipelineRepo:
 @pytest.fixture(scope="module")
 def lr_exp(repo: PipelineRepo) -> Exp:
     assert ok(repo.git("status", "--porcelain"), "git status") == ""  # a clean checkout
-    out = ok(repo.dvc("exp", "run", "-S", f"pretrain.lr={LR}"), "dvc exp run")
+    cmd = readme_command(f"dvc exp run -S pretrain.lr={LR} ")
+    out = ok(run_readme(repo, cmd), cmd)
     names = re.findall(r"^Ran experiment\(s\): (\S+)", out, re.M)
     assert len(names) == 1, out
     return Exp(repo, names[0], out)
@@ -102,7 +108,7 @@ def test_params_diff(lr_exp: Exp):
     lr = diff["params.yaml"]["pretrain.lr"]
     assert (lr["old"], lr["new"]) == (0.002, LR) and lr["diff"] == pytest.approx(LR - 0.002)
     text = ok(lr_exp.repo.dvc("params", "diff", "HEAD", lr_exp.name), "dvc params diff")
-    assert re.search(r"pretrain\.lr\s+0\.002\s+0\.005", text), text
+    assert re.search(rf"pretrain\.lr\s+0\.002\s+{LR}", text), text
 
 
 def test_metrics_diff(lr_exp: Exp):
@@ -121,6 +127,56 @@ def test_metrics_diff(lr_exp: Exp):
     for path, key in METRIC_COLUMNS:
         assert key in every[path], (path, key)
     assert every["metrics/model.json"]["params_total"]["diff"] == 0
+
+
+def readme_block(containing: str) -> list[str]:
+    """The command lines of the README code block that contains ``containing``."""
+    text = (PROJECT / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```[a-z]*\n(.*?)```", text, re.S) if containing in b]
+    assert len(blocks) == 1, blocks
+    return [ln for ln in blocks[0].splitlines() if ln.strip()]
+
+
+def wait_for_queue(repo: PipelineRepo, timeout_s: float = 600) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = ok(repo.dvc("queue", "status"), "dvc queue status")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(2)
+    raise AssertionError(f"the queue did not finish in {timeout_s} s:\n{status}")
+
+
+def test_readme_experiments_block(lr_exp: Exp):
+    """The README's Experiments block, line by line as written: one run, a queued grid, the comparisons, apply."""
+    repo = lr_exp.repo  # the workspace as the block's first line (lr_exp) left it: lr 0.003 applied
+    lines = readme_block("dvc exp run --queue")
+    assert [re.sub(r"\s+#\s.*$", "", ln).split(" <")[0] for ln in lines] == [
+        "dvc exp run -S pretrain.lr=0.003", "dvc exp run --queue -S 'pretrain.lr=0.001,0.002,0.003'",
+        "dvc queue start -j 1", "dvc exp show --only-changed", "dvc params diff main", "dvc metrics diff main",
+        "dvc plots diff main", "dvc exp apply"], lines
+    one, queue, start, show, pdiff, mdiff, plots, apply = lines
+    assert one == readme_command(f"dvc exp run -S pretrain.lr={LR} ")  # lr_exp ran it, as written
+
+    out = ok(run_readme(repo, queue), queue)
+    names = re.findall(r"^Queued experiment '([^']+)'", out, re.M)
+    assert len(names) == 3, out
+    ok(run_readme(repo, start), start)  # its worker exits by itself once idle (`dvc queue stop` would leave
+    status = wait_for_queue(repo)       # a shutdown request that stops the next worker after one task)
+    for n in names:
+        assert re.search(rf"\b{re.escape(n)}\b.*\sSuccess\s*$", status, re.M), status
+
+    table = ok(run_readme(repo, show, env={"COLUMNS": "250"}), show)
+    for lr in ("0.001", "0.002", "0.003"):
+        assert re.search(rf"\b{lr}\b", table), table
+    assert "0.003" in ok(run_readme(repo, pdiff), pdiff)
+    assert "perplexity" in ok(run_readme(repo, mdiff), mdiff)
+    ok(run_readme(repo, plots), plots)
+    ok(run_readme(repo, apply.replace("<exp-name>", names[-1])), apply)
+    assert repo.params()["pretrain"]["lr"] in (0.001, 0.002, 0.003)
+    ok(repo.git("reset", "-q", "--hard", "HEAD~1"), "git reset")  # back to the pipeline run for the tests after
+    ok(repo.dvc("checkout", "-f"), "dvc checkout")
+    assert ok(repo.git("status", "--porcelain", "params.yaml"), "git status") == ""  # committed
 
 
 class Grid:

@@ -197,3 +197,46 @@ def test_sections_are_frozen():
     p = P.parse(P.Model, "model", {})
     with pytest.raises(Exception):
         p.hidden = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text, value", [("5e-05", 5e-05), ("2e-5", 2e-05), ("1e-3", 0.001), ("0.002", 0.002),
+                                         ("1.0e-4", 1e-4)])
+def test_scientific_notation_is_a_number_as_dvc_reads_it(text, value):
+    """DVC writes `-S pretrain.lr=0.00005` as `lr: 5e-05` and shows it as a float; so do we (YAML 1.2)."""
+    from dvc.utils.serialize import parse_yaml
+
+    raw = f"pretrain:\n  lr: {text}\n"
+    assert parse_yaml(raw, "params.yaml")["pretrain"]["lr"] == value  # what `dvc params diff` shows
+    assert P.section(P.load_yaml(raw), "pretrain").lr == value
+
+
+def test_yaml_1_1_booleans_are_strings_as_dvc_reads_them():
+    """`yes`/`on` are booleans in YAML 1.1 (PyYAML) but strings in YAML 1.2 (ruamel.yaml, DVC): refused clearly."""
+    with pytest.raises(ParamError) as e:
+        P.section(P.load_yaml("pretrain:\n  whole_word: yes\n"), "pretrain")
+    assert str(e.value) == "pretrain.whole_word = 'yes': must be true or false"
+
+
+def test_duplicate_key_is_refused_in_one_line():
+    with pytest.raises(ParamError) as e:
+        P.load_yaml("pretrain:\n  lr: 0.1\n  lr: 0.2\n")
+    assert "params.yaml is not valid YAML (line 3" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_misspelled_section_is_refused_by_every_reader(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text((ROOT / "params.yaml").read_text(encoding="utf-8") + "\npretrian:\n  lr: 0.001\n", encoding="utf-8")
+    with pytest.raises(ParamError) as e:
+        P.read_params(str(f))
+    assert str(e.value).startswith(f"{f}: unknown section 'pretrian'; allowed: build_model, evaluate")
+
+
+def test_params_yaml_lists_every_key_a_user_can_set():
+    """`dvc exp run -S section.key=value` can only set keys that params.yaml has (DVC refuses others: "Key ...
+    is not in struct"), and `dvc params diff` / `dvc exp show` show only those: every field is written there."""
+    import dataclasses
+
+    data = P.load_yaml((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for name, cls in P.SECTIONS.items():
+        keys = {"from" if f.name == "from_dir" else f.name for f in dataclasses.fields(cls)}
+        assert set(data[name]) == keys, (name, sorted(keys - set(data[name])), sorted(set(data[name]) - keys))

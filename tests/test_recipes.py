@@ -13,7 +13,8 @@ params.yaml holds the tiny defaults (ModernBERT, byte-level BPE, 1 layer, block 
    error of giving a checkpoint with ``init: scratch``.
 4. Whole-word masking for BPE (ModernBERT) and WordPiece (BERT), and a library-level check of
    ``Masker(whole_word=True)`` on the real tokenized blocks of those runs.
-5. A tokenizer kind that does not fit the architecture (WordPiece + RoBERTa) fails at ``build_model``.
+5. A tokenizer kind that does not fit the architecture (WordPiece + RoBERTa) is refused by ``check_params``,
+   before any stage runs.
 
 Last, a static check of the README's recipe table: every row's ``-S`` overrides are applied to the
 project's params.yaml the way ``dvc exp run -S`` applies them, and every section must still parse.
@@ -35,9 +36,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from pipeline_repo import PROJECT, STAGES, PipelineRepo, make_repo, stages_run, tiny_params
+from pipeline_repo import PROJECT, STAGES, PipelineRepo, make_repo, run_readme, stages_run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -72,12 +72,10 @@ class Run:
         return self
 
 
-def exp_run(repo: PipelineRepo, overrides: list[str]) -> Run:
-    """``dvc exp run -S o1 -S o2 ...`` in ``repo`` (the results are applied to its workspace)."""
-    args = ["exp", "run"]
-    for o in overrides:
-        args += ["-S", o]
-    return Run(repo, *repo.dvc(*args))
+def exp_run(repo: PipelineRepo, recipe: str, extra: tuple[str, ...] = ()) -> Run:
+    """The README's ``dvc exp run`` line of ``recipe``, run in ``repo`` exactly as written (through bash), with
+    ``extra`` step-count overrides appended; the results are applied to its workspace."""
+    return Run(repo, *run_readme(repo, README_LINES[recipe], extra))
 
 
 def copy_repo(repo: PipelineRepo, dest: Path) -> PipelineRepo:
@@ -143,13 +141,13 @@ def cooking_corpus_text(n_sentences: int = 360, per_paragraph: int = 3, seed: in
 @pytest.fixture(scope="module")
 def roberta(tmp_path_factory) -> Run:
     repo = make_repo(tmp_path_factory.mktemp("recipe_roberta") / "repo")
-    return exp_run(repo, RECIPES["roberta"])
+    return exp_run(repo, "roberta")
 
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory) -> Run:
     repo = make_repo(tmp_path_factory.mktemp("recipe_bert") / "repo")
-    return exp_run(repo, RECIPES["bert"])
+    return exp_run(repo, "bert")
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +155,7 @@ def bert_nsp(tmp_path_factory, bert) -> Run:
     """The NSP row on a copy of the BERT run: same corpus and tokenizer, so tokenize_group and after rerun."""
     bert.check()
     repo = copy_repo(bert.repo, tmp_path_factory.mktemp("recipe_bert_nsp") / "repo")
-    return exp_run(repo, RECIPES["bert_nsp"] + ["pretrain.max_steps=20"])
+    return exp_run(repo, "bert_nsp", ("pretrain.max_steps=20",))
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +181,8 @@ def adapted(tmp_path_factory, checkpoint) -> Run:
     """Repo B: another corpus, the defaults + the README's domain-adaptation overrides (+ more steps)."""
     repo = make_repo(tmp_path_factory.mktemp("recipe_adapt") / "repo",
                      tiny_params(pretrain={"max_steps": ADAPT_STEPS}), corpus=cooking_corpus_text())
-    return exp_run(repo, [o.format(ckpt=checkpoint) for o in RECIPES["adaptation"]])
+    shutil.copytree(checkpoint, repo.path / README_CKPT)  # where the README's command line points
+    return exp_run(repo, "adaptation")
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +196,7 @@ def ww_bpe(tmp_path_factory, roberta) -> Run:
     rc, out, err = repo.git("checkout", "--", "params.yaml")
     assert rc == 0, err
     assert repo.params()["model"]["family"] == "modernbert"
-    return exp_run(repo, RECIPES["whole_word"])
+    return exp_run(repo, "whole_word")
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +205,7 @@ def line_by_line(tmp_path_factory, roberta) -> Run:
     tokenize_group and what follows rerun."""
     roberta.check()
     repo = copy_repo(roberta.repo, tmp_path_factory.mktemp("recipe_lbl") / "repo")
-    return exp_run(repo, RECIPES["line_by_line"])
+    return exp_run(repo, "line_by_line")
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +213,7 @@ def ww_wordpiece(tmp_path_factory, bert) -> Run:
     """The README's whole-word row on top of the BERT recipe (WordPiece ``##`` pieces)."""
     bert.check()
     repo = copy_repo(bert.repo, tmp_path_factory.mktemp("recipe_ww_wp") / "repo")
-    return exp_run(repo, RECIPES["whole_word"])
+    return exp_run(repo, "whole_word")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,9 +325,9 @@ def test_domain_adaptation(adapted: Run, checkpoint: Path):
     repo = adapted.repo
     assert stages_run(adapted.out) == list(STAGES)
     model = repo.read_json("metrics/model.json")
-    assert model["init"] == "pretrained" and model["checkpoint"] == str(checkpoint)
+    assert model["init"] == "pretrained" and model["checkpoint"] == README_CKPT
     assert model["family"] == "distilbert" and model["architecture"] == "DistilBertForMaskedLM"
-    assert repo.read_json("metrics/tokenizer.json")["source"] == str(checkpoint)
+    assert repo.read_json("metrics/tokenizer.json")["source"] == README_CKPT
 
     # It really started from the checkpoint's weights, with the checkpoint's vocabulary.
     start = load_file(repo.path / "data/model_init/model.safetensors")
@@ -355,7 +354,7 @@ def test_checkpoint_with_init_scratch_fails(adapted: Run, tmp_path):
     repo.set_params({"build_model.init": "scratch"})  # build_model.checkpoint stays set
     rc, out, err = repo.repro()
     assert rc != 0
-    assert stages_run(out) == ["build_model"]
+    assert stages_run(out, with_check=True) == ["check_params"]  # refused before any stage runs
     errors = error_lines(err + "\n" + out)
     assert len(errors) == 1, err[-3000:]
     assert "init" in errors[0] and "build_model.checkpoint" in errors[0], errors[0]
@@ -430,14 +429,14 @@ def test_whole_word_masker_on_real_blocks(run_name, request):
 # 5. A tokenizer kind that does not fit the architecture
 
 
-def test_wordpiece_with_roberta_fails_at_build_model(bert: Run, tmp_path):
+def test_wordpiece_with_roberta_fails_before_any_stage(bert: Run, tmp_path):
     bert.check()
     repo = copy_repo(bert.repo, tmp_path / "repo")
     assert repo.params()["train_tokenizer"]["kind"] == "wordpiece"
     repo.set_params({"model.family": "roberta"})
     rc, out, err = repo.repro()
     assert rc != 0
-    assert stages_run(out) == ["build_model"]
+    assert stages_run(out, with_check=True) == ["check_params"]  # the params alone decide it
     errors = error_lines(err + "\n" + out)
     assert len(errors) == 1, err[-3000:]
     assert "train_tokenizer.kind" in errors[0] and "model.family" in errors[0], errors[0]
@@ -448,8 +447,8 @@ def test_wordpiece_with_roberta_fails_at_build_model(bert: Run, tmp_path):
 # The README's recipe table
 
 
-def readme_recipe_rows() -> list[tuple[str, list[str]]]:
-    """(first cell, -S overrides) of every ``dvc exp run`` row of the README's recipe table."""
+def readme_recipe_rows() -> list[tuple[str, str, list[str]]]:
+    """(first cell, command, -S overrides) of every ``dvc exp run`` row of the README's recipe table."""
     text = (PROJECT / "README.md").read_text(encoding="utf-8")
     section = text.split("## Recipes", 1)[1].split("\n## ", 1)[0]
     rows = []
@@ -457,7 +456,8 @@ def readme_recipe_rows() -> list[tuple[str, list[str]]]:
         m = re.match(r"\|(.*)\|\s*`(dvc exp run [^`]*)`\s*\|\s*$", line)
         if m:
             argv = shlex.split(m.group(2))
-            rows.append((m.group(1).strip(), [argv[i + 1] for i, a in enumerate(argv) if a in ("-S", "--set-param")]))
+            rows.append((m.group(1).strip(), m.group(2),
+                         [argv[i + 1] for i, a in enumerate(argv) if a in ("-S", "--set-param")]))
     return rows
 
 
@@ -470,11 +470,13 @@ def _row_id(cell: str) -> str:
     return cell[:20]
 
 
-README_ROWS = {_row_id(cell): overrides for cell, overrides in readme_recipe_rows()}
+README_ROWS = {_row_id(cell): overrides for cell, _, overrides in readme_recipe_rows()}
+README_LINES = {_row_id(cell): command for cell, command, _ in readme_recipe_rows()}
+README_CKPT = "path/to/checkpoint"  # the README's placeholder: the tests put a checkpoint there
 def test_readme_rows_are_the_tested_recipes():
     assert set(RECIPES) <= set(README_ROWS), README_ROWS
     for name, overrides in RECIPES.items():
-        assert README_ROWS[name] == [o.format(ckpt="path/to/checkpoint") for o in overrides], name
+        assert README_ROWS[name] == [o.format(ckpt=README_CKPT) for o in overrides], name
 
 
 @pytest.mark.parametrize("row", list(README_ROWS))
@@ -488,7 +490,7 @@ def test_readme_row_overrides_give_valid_params(row, tmp_path):
     params_file = tmp_path / "params.yaml"
     shutil.copy2(PROJECT / "params.yaml", params_file)
     apply_overrides(params_file, README_ROWS[row])
-    data = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    data = P.load_yaml(params_file.read_text(encoding="utf-8"))  # as DVC reads it
     for name in ("seed", *P.SECTIONS):
         P.section(data, name)
     tt, m = P.section(data, "train_tokenizer"), P.section(data, "model")

@@ -13,9 +13,6 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-import yaml
-
-
 class MlmpipeError(Exception):
     """An error the user can fix; stages print it as one line and exit non-zero."""
 
@@ -282,6 +279,34 @@ def _cross_check(name: str, p: Any) -> Any:
     return p
 
 
+# Which tokenizer kinds each architecture accepts.
+FAMILY_KINDS = {"roberta": ("bpe",), "bert": ("wordpiece",), "distilbert": ("wordpiece",),
+                "modernbert": ("bpe", "wordpiece")}
+
+
+def check_family(kind: str, family: str) -> None:
+    if kind not in FAMILY_KINDS[family]:
+        wanted = " or ".join(FAMILY_KINDS[family])
+        raise ParamError(f"train_tokenizer.kind = {kind!r} does not fit model.family = {family!r}: "
+                         f"{family} needs a {wanted} tokenizer; change train_tokenizer.kind or model.family")
+
+
+def check_next_sentence(m: Model, tg: TokenizeGroup) -> None:
+    if m.next_sentence != (tg.mode == "sentence_pairs"):
+        raise ParamError(f"model.next_sentence = {str(m.next_sentence).lower()} with tokenize_group.mode = "
+                         f"{tg.mode!r}: next-sentence prediction trains on sentence pairs; set both "
+                         f"(next_sentence: true, mode: sentence_pairs) or neither")
+
+
+def check_across(values: dict) -> None:
+    """Rules between sections that the params alone decide (a reused tokenizer's kind is checked by
+    build_model, which reads it)."""
+    m, tg, tt = values["model"], values["tokenize_group"], values["train_tokenizer"]
+    if tt.from_dir is None:
+        check_family(tt.kind, m.family)
+    check_next_sentence(m, tg)
+
+
 def _parse_prompt(where: str, item: Any) -> Prompt:
     if isinstance(item, str):
         item = {"text": item}
@@ -307,18 +332,36 @@ def parse_seed(raw: Any) -> int:
 
 
 def load_yaml(text: str, filename: str = "params.yaml") -> dict:
-    """Parse the text of params.yaml into a mapping, with a one-line error when it is not valid YAML."""
+    """Parse the text of params.yaml exactly as DVC does (ruamel.yaml, safe, YAML 1.2: ``2e-5`` is a number,
+    ``yes`` a string), with a one-line error when it is not valid YAML."""
+    from ruamel.yaml import YAML, YAMLError  # DVC's own parser: what `dvc params diff` shows is what we read
+
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+        data = YAML(typ="safe").load(text)
+    except YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
         raise ParamError(f"{filename} is not valid YAML{where}: {problem}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ParamError(f"{filename}: must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def read_params(path: str) -> dict:
+    """The raw mapping of the params file at ``path``; unknown sections are refused here, so a misspelled
+    section stops every reader instead of being silently ignored."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = load_yaml(fh.read(), path)
+    except FileNotFoundError:
+        raise ParamError(f"{path}: no such file (run from the project root)") from None
+    allowed = {"seed", *SECTIONS}
+    for key in data:
+        if key not in allowed:
+            raise ParamError(f"{path}: unknown section {key!r}; allowed: {', '.join(sorted(allowed))}")
     return data
 
 
