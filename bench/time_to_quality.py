@@ -5,7 +5,7 @@
 
 Both sides train on the same tokenizer and blocks (the default corpus through the library, BPE of the
 default vocabulary size, block 128) and are evaluated on the same validation blocks with the same fixed
-masks (``evaluation.fixed_masks`` with the evaluate stage's seed and passes), so their perplexities are
+masks (``validation.fixed_masks`` with the evaluate stage's seed and passes), so their perplexities are
 comparable. The recipe is ``bench/hf_recipe.py`` (RoBERTa 4 x 256, intermediate 1024, lr 5e-4, batch 32,
 bf16, fused AdamW) and trains for ``--budget`` seconds of training time; ours is the model and pretrain
 sections of params.yaml (ModernBERT, its schedule and steps).
@@ -79,13 +79,13 @@ class Clock:
 def shared_masks(d: Path, tok):
     import numpy as np
 
-    from mlmpipe import evaluation
     from mlmpipe import params as P
+    from mlmpipe import validation
     from mlmpipe.masking import Masker
 
     ev = P.Evaluate()
     val = np.load(d / "validation.npy")
-    return evaluation.fixed_masks(val, Masker.from_tokenizer(tok), ev.mlm_probability, ev.seed, ev.passes)
+    return validation.fixed_masks(val, Masker.from_tokenizer(tok), ev.mlm_probability, ev.seed, ev.passes)
 
 
 def worker_hf(spec: dict) -> dict:

@@ -8,7 +8,7 @@ from mlmpipe.outputs import write_json, write_text
 
 def main() -> None:
     paths, p = params("paths", "evaluate")
-    from mlmpipe import evaluation, grouping, tokenizer  # heavy imports only after the params are valid
+    from mlmpipe import evaluation, grouping, tokenizer, validation  # heavy imports only after the params are valid
     from mlmpipe.masking import Masker
     from mlmpipe.model import load
 
@@ -16,7 +16,7 @@ def main() -> None:
     val, pairs = grouping.load_split(Path(paths.tokenized) / "validation")  # pairs: next-sentence labels, if any
     val = val[:p.max_blocks]
     ranks = evaluation.token_ranks(grouping.load_blocks(Path(paths.tokenized) / "train"), len(tok))
-    masks = evaluation.fixed_masks(val, Masker.from_tokenizer(tok), p.mlm_probability, p.seed, p.passes, pairs)
+    masks = validation.fixed_masks(val, Masker.from_tokenizer(tok), p.mlm_probability, p.seed, p.passes, pairs)
     model = load(paths.model)
     out = evaluation.masked_lm_eval(model, masks, p.batch_size, tok.pad_token_id, token_rank=ranks)
     buckets = out.pop("by_frequency")

@@ -51,3 +51,27 @@ def test_stage_code_deps_are_exactly_the_code_it_runs(name):
 def test_every_library_module_is_some_stage_dep():
     used = set().union(*(closure(f"stages/{n}.py") for n in STAGES))
     assert {f"src/mlmpipe/{p.name}" for p in LIB.glob("*.py") if p.name != "__init__.py"} <= used
+
+
+# Code that one stage alone runs, by design: a change there reruns that stage (and the stages that read its
+# outputs), never one beside or before it. evaluate's metrics are not pretrain's (training's validation pass
+# is validation.py), so editing a metric does not retrain the model; build_model's own code reaches pretrain
+# only through the initial weights it writes.
+STAGE_ONLY = {
+    "src/mlmpipe/evaluation.py": "evaluate",
+    "stages/build_model.py": "build_model",
+}
+
+
+@pytest.mark.parametrize("module", list(STAGE_ONLY))
+def test_stage_only_code_is_no_other_stages_dependency(module):
+    owner = STAGE_ONLY[module]
+    assert module in STAGES[owner]["deps"] and module in closure(f"stages/{owner}.py")
+    assert [n for n in STAGES if n != owner and module in STAGES[n]["deps"]] == []
+    assert [n for n in STAGES if n != owner and module in closure(f"stages/{n}.py")] == []
+
+
+def test_pretrain_runs_no_evaluate_or_build_only_code():
+    deps = set(STAGES["pretrain"]["deps"]) | closure("stages/pretrain.py")
+    assert "src/mlmpipe/validation.py" in deps  # what training needs for its validation curve
+    assert deps.isdisjoint(STAGE_ONLY), sorted(deps & set(STAGE_ONLY))

@@ -1,4 +1,5 @@
-"""evaluation.py: fixed-mask held-out metrics, checked against the full model's own loss and logits."""
+"""evaluation.py and validation.py: fixed-mask held-out metrics, checked against the full model's own loss and
+logits; training's validation curve gives the evaluate stage's numbers."""
 from __future__ import annotations
 
 import math
@@ -11,6 +12,7 @@ from mlmpipe import evaluation as E
 from mlmpipe import grouping as G
 from mlmpipe import model as M
 from mlmpipe import training as TR
+from mlmpipe import validation as V
 from mlmpipe.masking import IGNORE, Masker, pad_batch
 
 from conftest import FAMILY_KIND, NOUNS, tiny_model_params, tiny_pretrain_params
@@ -81,7 +83,7 @@ def reference_loss(model, masks, pad_id, batch_size):
 
 
 def test_perplexity_is_exp_of_token_weighted_loss(roberta, bpe_tok, blocks):
-    masks = E.fixed_masks(blocks, Masker.from_tokenizer(bpe_tok), 0.15, seed=1234, passes=2)
+    masks = V.fixed_masks(blocks, Masker.from_tokenizer(bpe_tok), 0.15, seed=1234, passes=2)
     out = E.masked_lm_eval(roberta, masks, 8, bpe_tok.pad_token_id)
     ref, n = reference_loss(roberta, masks, bpe_tok.pad_token_id, 8)
     assert out["masked_tokens"] == n == sum(int((y != IGNORE).sum()) for y in masks.labels)
@@ -97,7 +99,7 @@ def test_loss_matches_full_model_other_families(toks, family):
     docs = ["The break statement terminates the nearest enclosing loop.", "A module defines a new name.",
             "Calling the function returns a value and raises an exception when the list is empty."]
     rows = [np.asarray(tok(d)["input_ids"], dtype=np.int32) for d in docs]  # line_by_line: padded batches
-    masks = E.fixed_masks(rows, Masker.from_tokenizer(tok), 0.3, seed=3, passes=3)
+    masks = V.fixed_masks(rows, Masker.from_tokenizer(tok), 0.3, seed=3, passes=3)
     out = E.masked_lm_eval(model, masks, 4, tok.pad_token_id)
     ref, n = reference_loss(model, masks, tok.pad_token_id, 4)
     assert out["masked_tokens"] == n
@@ -106,15 +108,15 @@ def test_loss_matches_full_model_other_families(toks, family):
 
 def test_evaluate_twice_is_bit_identical(roberta, bpe_tok, blocks):
     masker = Masker.from_tokenizer(bpe_tok)
-    a = E.masked_lm_eval(roberta, E.fixed_masks(blocks, masker, 0.15, seed=7, passes=2), 8, bpe_tok.pad_token_id)
-    b = E.masked_lm_eval(roberta, E.fixed_masks(blocks, masker, 0.15, seed=7, passes=2), 8, bpe_tok.pad_token_id)
+    a = E.masked_lm_eval(roberta, V.fixed_masks(blocks, masker, 0.15, seed=7, passes=2), 8, bpe_tok.pad_token_id)
+    b = E.masked_lm_eval(roberta, V.fixed_masks(blocks, masker, 0.15, seed=7, passes=2), 8, bpe_tok.pad_token_id)
     assert a == b
-    c = E.masked_lm_eval(roberta, E.fixed_masks(blocks, masker, 0.15, seed=8, passes=2), 8, bpe_tok.pad_token_id)
+    c = E.masked_lm_eval(roberta, V.fixed_masks(blocks, masker, 0.15, seed=8, passes=2), 8, bpe_tok.pad_token_id)
     assert c["loss"] != a["loss"]
 
 
 def test_eval_restores_training_mode(roberta, bpe_tok, blocks):
-    masks = E.fixed_masks(blocks[:2], Masker.from_tokenizer(bpe_tok), 0.15, seed=0)
+    masks = V.fixed_masks(blocks[:2], Masker.from_tokenizer(bpe_tok), 0.15, seed=0)
     roberta.train()
     E.masked_lm_eval(roberta, masks, 8, bpe_tok.pad_token_id)
     assert roberta.training
@@ -126,8 +128,8 @@ def test_eval_restores_training_mode(roberta, bpe_tok, blocks):
 def test_fixed_masks_independent_of_batch_size_and_subset(trained, bpe_tok, mixed_blocks):
     model, _ = trained
     masker = Masker.from_tokenizer(bpe_tok)
-    masks = E.fixed_masks(mixed_blocks, masker, 0.3, seed=11, passes=2)
-    head = E.fixed_masks(mixed_blocks[:5], masker, 0.3, seed=11, passes=1)
+    masks = V.fixed_masks(mixed_blocks, masker, 0.3, seed=11, passes=2)
+    head = V.fixed_masks(mixed_blocks[:5], masker, 0.3, seed=11, passes=1)
     for i in range(5):  # example i gets the same mask whatever else is evaluated
         np.testing.assert_array_equal(masks.inputs[i], head.inputs[i])
         np.testing.assert_array_equal(masks.labels[i], head.labels[i])
@@ -143,7 +145,7 @@ def test_fixed_masks_independent_of_batch_size_and_subset(trained, bpe_tok, mixe
 
 
 def test_fixed_masks_passes_draw_different_masks(bpe_tok, blocks):
-    masks = E.fixed_masks(blocks, Masker.from_tokenizer(bpe_tok), 0.15, seed=1, passes=3)
+    masks = V.fixed_masks(blocks, Masker.from_tokenizer(bpe_tok), 0.15, seed=1, passes=3)
     n = len(blocks)
     assert len(masks.inputs) == len(masks.labels) == 3 * n
     assert all(x.dtype == np.int64 and x.shape == (32,) for x in masks.inputs)
@@ -176,7 +178,7 @@ def test_by_frequency_buckets(trained, bpe_tok, mixed_blocks, table):
     that puts every third id at the lower edge of each bucket (0-based ranks 0, 100, 1000), so all three
     buckets hold masked tokens and top-1 hits, and an off-by-one bucket edge shows."""
     model, train = trained
-    masks = E.fixed_masks(mixed_blocks, Masker.from_tokenizer(bpe_tok), 0.3, seed=2, passes=2)
+    masks = V.fixed_masks(mixed_blocks, Masker.from_tokenizer(bpe_tok), 0.3, seed=2, passes=2)
     if table == "train_frequency":
         rank_of = E.token_ranks(train, len(bpe_tok))
     else:
@@ -194,3 +196,11 @@ def test_by_frequency_buckets(trained, bpe_tok, mixed_blocks, table):
     assert len(with_hits) >= (3 if table == "id_mod_3" else 1)  # hits to misplace: a wrong bucket shows
     assert any(b["top1"] < b["top5"] for b in expected)  # and top-5 hits beyond the top-1 ones
     assert out["top1_accuracy"] == int((ranks == 0).sum()) / len(targets) > 0.2
+
+
+def test_validation_curve_metrics_are_the_evaluate_metrics(trained, bpe_tok, mixed_blocks):
+    model, _ = trained
+    masks = V.fixed_masks(mixed_blocks, Masker.from_tokenizer(bpe_tok), 0.3, seed=5, passes=2)
+    full = E.masked_lm_eval(model, masks, 5, bpe_tok.pad_token_id)
+    assert V.validation_metrics(model, masks, 5, bpe_tok.pad_token_id) == {
+        "loss": full["loss"], "top1_accuracy": full["top1_accuracy"]}

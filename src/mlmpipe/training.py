@@ -21,7 +21,7 @@ import torch
 
 from .checkpoints import Checkpoints
 from .compute import Bf16Weights, SparseMLM, accelerator_for, attention_kernel, make_optimizer, resolve_precision
-from .evaluation import fixed_masks, masked_lm_eval
+from .validation import fixed_masks, validation_metrics
 from .masking import IGNORE, Masker, generator, pad_batch
 from .model import has_nsp_head
 from .params import MlmpipeError
@@ -239,7 +239,7 @@ def train(model, train_data, val_data, masker: Masker, p, seed: int, pad_id: int
                 peak_rss = max(peak_rss, _rss_mb())
             if done % p.eval_every == 0 or done == total:
                 with accelerator.autocast():
-                    v = masked_lm_eval(accelerator.unwrap_model(wrapper).model, val_masks, 64, pad_id)
+                    v = validation_metrics(accelerator.unwrap_model(wrapper).model, val_masks, 64, pad_id)
                 hist.val.append({"step": done, "val_loss": round(v["loss"], 5),
                                  "val_top1": round(v["top1_accuracy"], 5),
                                  **({"val_nsp_accuracy": round(v["nsp_accuracy"], 5)} if nsp else {})})
