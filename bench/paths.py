@@ -68,7 +68,8 @@ def measure(spec: dict) -> dict:
     from mlmpipe import model as M
     from mlmpipe import params as P
     from mlmpipe import tokenizer, training
-    from mlmpipe.masking import Masker, pad_batch
+    from mlmpipe.batches import Batches
+    from mlmpipe.masking import Masker
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     d, path = Path(spec["data"]), spec["path"]
@@ -83,30 +84,30 @@ def measure(spec: dict) -> dict:
                                          "eval_every": 10 ** 9, "checkpoint_every": 10 ** 9})
     model = M.build_scratch(P.parse(P.Model, "model", raw["model"]), tok, spec["block"], seed=SEED)
     ckpt = tempfile.mkdtemp(prefix="bench_paths_")
+    masker = Masker.from_tokenizer(tok, whole_word=p.whole_word)
     clock = StepClock(False)
     try:
-        training.train(model, train_data, val_data, Masker.from_tokenizer(tok, whole_word=p.whole_word), p,
-                       SEED, tok.pad_token_id, ckpt, "bench", show_progress=False)
+        training.train(model, train_data, val_data, masker, p, SEED, tok.pad_token_id, ckpt, "bench",
+                       show_progress=False)
     finally:
         clock.close()
     ends = clock.ends
     if len(ends) != total:
         raise RuntimeError(f"saw {len(ends)} optimizer steps, expected {total}")
-    n = len(train_data) - (1 if mode == "group" and p.random_offsets else 0)
-    lengths = training.Lengths([len(x) for x in train_data]) if mode != "group" and p.group_by_length else None
-    real, padded = 0, 0
-    for step in range(spec["warmup"], total):  # the same examples the loop drew at these steps
-        idx = training.global_batches(n, p.batch_size, SEED, step, lengths)
-        if mode == "group":
-            real += p.batch_size * spec["block"]
-            padded += p.batch_size * spec["block"]
-        else:
-            ids, attn = pad_batch([train_data[i] for i in idx], tok.pad_token_id)  # the loop's own padding
-            real += int(attn.sum())
-            padded += ids.numel()
+    real, padded = padding(Batches(train_data, masker, p, SEED, tok.pad_token_id), spec["warmup"], total)
     timed = ends[-1] - ends[spec["warmup"] - 1]
     return {"tok_s": real / timed, "padding": 1 - real / padded, "step_ms": 1000 * timed / spec["steps"],
             "examples": len(train_data)}
+
+
+def padding(batches, first: int, end: int) -> tuple[int, int]:
+    """(real, padded) tokens of steps ``first`` to ``end`` - 1: the loop's own batches (``Batches.at``)."""
+    real, padded = 0, 0
+    for step in range(first, end):
+        b = batches.at(step)
+        real += b.tokens
+        padded += b.inputs.numel()
+    return real, padded
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mlmpipe import batches as B
 from mlmpipe import grouping as G
 from mlmpipe import model as M
 from mlmpipe import compute as C
@@ -150,14 +151,12 @@ def test_grad_accum_matches_one_big_batch(bpe_tok, data, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
 
 
-class SignalAt(Masker):
+class SignalAt:
     """The real masker, plus a SIGINT sent to this process while training step ``at`` (1-based) is
     running, like Ctrl-C. Single-row calls are the validation masks drawn before training starts."""
 
     def __init__(self, tok, at: int):
-        base = Masker.from_tokenizer(tok)
-        self.__dict__.update(base.__dict__)
-        self.steps, self.at = 0, at
+        self.masker, self.steps, self.at = Masker.from_tokenizer(tok), 0, at
 
     def interrupt(self):
         os.kill(os.getpid(), signal.SIGINT)
@@ -167,7 +166,7 @@ class SignalAt(Masker):
             self.steps += 1
             if self.steps == self.at:
                 self.interrupt()
-        return super().__call__(ids, prob, g, ensure_one)
+        return self.masker(ids, prob, g, ensure_one)
 
 
 class CrashAt(SignalAt):
@@ -293,38 +292,38 @@ def test_global_batches_permutation_per_epoch():
     n, b, seed = 50, 8, 3
     per_epoch = n // b
     for epoch in range(3):
-        idx = np.concatenate([TR.global_batches(n, b, seed, epoch * per_epoch + s) for s in range(per_epoch)])
+        idx = np.concatenate([B.global_batches(n, b, seed, epoch * per_epoch + s) for s in range(per_epoch)])
         assert len(idx) == per_epoch * b and len(set(idx.tolist())) == len(idx)  # no repeat inside an epoch
         assert idx.min() >= 0 and idx.max() < n
         full = np.random.default_rng([seed, epoch]).permutation(n)
         np.testing.assert_array_equal(idx, full[:per_epoch * b])
-    e0 = TR.global_batches(n, b, seed, 0)
-    e1 = TR.global_batches(n, b, seed, per_epoch)
+    e0 = B.global_batches(n, b, seed, 0)
+    e1 = B.global_batches(n, b, seed, per_epoch)
     assert not np.array_equal(e0, e1)
-    np.testing.assert_array_equal(e0, TR.global_batches(n, b, seed, 0))
-    assert not np.array_equal(e0, TR.global_batches(n, b, seed + 1, 0))
+    np.testing.assert_array_equal(e0, B.global_batches(n, b, seed, 0))
+    assert not np.array_equal(e0, B.global_batches(n, b, seed + 1, 0))
 
 
 def test_global_batches_grouped_by_length_cover_the_epoch_with_little_padding():
     rng = np.random.default_rng(0)
     n, b, seed = 1000, 16, 5
-    lengths = TR.Lengths(rng.integers(5, 129, size=n))
+    lengths = B.Lengths(rng.integers(5, 129, size=n))
     per_epoch = n // b
 
     def padding(batches):
         return sum(int(lengths.values[i].max()) * len(i) - int(lengths.values[i].sum()) for i in batches)
 
-    grouped = [TR.global_batches(n, b, seed, s, lengths) for s in range(per_epoch)]
-    plain = [TR.global_batches(n, b, seed, s) for s in range(per_epoch)]
+    grouped = [B.global_batches(n, b, seed, s, lengths) for s in range(per_epoch)]
+    plain = [B.global_batches(n, b, seed, s) for s in range(per_epoch)]
     flat = np.concatenate(grouped)
     assert len(set(flat.tolist())) == per_epoch * b  # still a permutation: no example twice in an epoch
     assert padding(grouped) < 0.1 * padding(plain)
     assert [len(x) for x in grouped] == [b] * per_epoch
     # seeded: the same order again, another one next epoch and for another seed; long batches not all first
-    again = [TR.global_batches(n, b, seed, s, TR.Lengths(lengths.values)) for s in range(per_epoch)]
+    again = [B.global_batches(n, b, seed, s, B.Lengths(lengths.values)) for s in range(per_epoch)]
     assert all(np.array_equal(x, y) for x, y in zip(grouped, again))
-    assert not np.array_equal(grouped[0], TR.global_batches(n, b, seed, per_epoch, lengths))
-    assert not np.array_equal(grouped[0], TR.global_batches(n, b, seed + 1, 0, lengths))
+    assert not np.array_equal(grouped[0], B.global_batches(n, b, seed, per_epoch, lengths))
+    assert not np.array_equal(grouped[0], B.global_batches(n, b, seed + 1, 0, lengths))
     longest = [int(lengths.values[i].max()) for i in grouped]
     assert longest != sorted(longest, reverse=True)
 
@@ -414,17 +413,42 @@ def test_next_sentence_objective_loss_is_bertforpretraining_loss(wp_tok, tmp_pat
 def test_random_offsets_cut_the_stream_at_new_places(bpe_tok, data, tmp_path):
     train, _ = data
     idx = np.array([0, 3, 7])
-    a = TR.crop_blocks(train, idx, seed=1, step=0)
+    a = B.crop_blocks(train, idx, seed=1, step=0)
     assert a.shape == (3, BLOCK)
     flat = train.reshape(-1)
     for row, i in zip(a, idx):  # a window of the token stream starting inside block i
         starts = [s for s in range(i * BLOCK, (i + 1) * BLOCK) if np.array_equal(flat[s:s + BLOCK], row)]
         assert starts
-    assert np.array_equal(a, TR.crop_blocks(train, idx, seed=1, step=0))  # seeded
-    assert not np.array_equal(a, TR.crop_blocks(train, idx, seed=1, step=1))
+    assert np.array_equal(a, B.crop_blocks(train, idx, seed=1, step=0))  # seeded
+    assert not np.array_equal(a, B.crop_blocks(train, idx, seed=1, step=1))
     p = tiny_pretrain_params(max_steps=6, log_every=2, random_offsets=True)
     m1, h1, _ = run(bpe_tok, data, p, tmp_path / "a")
     m2, h2, _ = run(bpe_tok, data, p, tmp_path / "b")
     assert h1.train == h2.train and same_weights(m1, m2)
     _, h3, _ = run(bpe_tok, data, replace(p, random_offsets=False), tmp_path / "c")
     assert h3.train != h1.train
+
+
+def test_batch_of_a_step_depends_only_on_seed_and_step(bpe_tok, docs, data):
+    """``Batches.at`` (the one definition of a step's batch, used by the loop and bench/paths.py): the same
+    batch for the same (seed, step) whatever was drawn before, labels are the ids at the masked positions,
+    and only real tokens count (blocks: all; padded examples: fewer than the padded batch)."""
+    train, _ = data
+    masker, pad = Masker.from_tokenizer(bpe_tok), bpe_tok.pad_token_id
+    p = tiny_pretrain_params(random_offsets=True)
+    fresh, used = B.Batches(train, masker, p, 42, pad), B.Batches(train, masker, p, 42, pad)
+    for step in range(5):
+        used.at(step)
+    a, b = fresh.at(5), used.at(5)
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.labels, b.labels)
+    assert a.attention is None and a.tokens == a.inputs.numel() == 8 * BLOCK
+    assert a.masked == int((a.labels != IGNORE).sum()) > 0
+    rows = torch.from_numpy(B.crop_blocks(train, fresh.indices(5), 42, 5).astype(np.int64))
+    chosen = a.labels != IGNORE
+    assert torch.equal(a.labels[chosen], rows[chosen]) and torch.equal(a.inputs[~chosen], rows[~chosen])
+    assert not torch.equal(fresh.at(6).inputs, a.inputs)
+    examples = [np.asarray(bpe_tok(d)["input_ids"][:BLOCK], dtype=np.int32) for d in docs[:64]]
+    lines = B.Batches(examples, masker, p, 42, pad)
+    c = lines.at(0)
+    assert c.tokens == int(c.attention.sum()) == sum(len(examples[i]) for i in lines.indices(0))
+    assert c.tokens < c.inputs.numel()

@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,14 @@ def fingerprint(p, init_dir: str, data: np.ndarray | list) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class Found:
+    """A complete checkpoint whose fingerprint matches, with its ``state.json`` as read (once)."""
+    step: int
+    dir: Path
+    state: dict  # step, fingerprint and the ``extra`` it was saved with
+
+
 class Checkpoints:
     """``step-NNNNNNN`` directories written atomically; the newest matching one is resumed."""
 
@@ -65,6 +73,11 @@ class Checkpoints:
                       and (d / "state.json").exists())
 
     def latest(self) -> tuple[int, Path] | None:
+        found = self.newest()
+        return None if found is None else (found.step, found.dir)
+
+    def newest(self) -> Found | None:
+        """The newest complete checkpoint with this fingerprint; unreadable or foreign ones are skipped."""
         for d in reversed(self.complete()):
             try:
                 with open(d / "state.json", encoding="utf-8") as fh:
@@ -75,8 +88,16 @@ class Checkpoints:
             if state.get("fingerprint") != self.fp:
                 log.warning("ignoring checkpoint %s: it was written with other training params or data", d)
                 continue
-            return state["step"], d
+            return Found(state["step"], d, state)
         return None
+
+    def restore(self, model, optimizer) -> Found | None:
+        """Load the newest matching checkpoint's weights and optimizer state into ``model`` and ``optimizer``;
+        the caller restores the rest of its progress from ``Found.state``. None: nothing to resume."""
+        found = self.newest()
+        if found is not None:
+            self.load(found.dir, model, optimizer)
+        return found
 
     @staticmethod
     def load(d: Path, model, optimizer) -> None:

@@ -1,6 +1,6 @@
-"""How a training step computes: the MLM head only on masked positions, bf16 with fp32 master weights,
-the attention (bf16 matmuls or an SDPA kernel), the optimizer and the accelerate state.
-``training.train`` puts them together."""
+"""How a training step computes: the MLM head only on masked positions, the precision modes (bf16 with fp32
+master weights, accelerate's autocast), the attention (bf16 matmuls or an SDPA kernel), the optimizer and
+the accelerate state. ``training.train`` puts them together."""
 from __future__ import annotations
 
 import contextlib
@@ -74,6 +74,45 @@ class Bf16Weights:
     def master_to_work(self) -> None:
         for m, w in self.pairs:
             w.copy_(m)
+
+
+class Precision:
+    """How a precision mode (``pretrain.mixed_precision``, auto resolved) does backward, clip and step.
+
+    ``bf16-pure``: forward and backward on a bf16 copy of the model; the gradients go to the fp32 master
+    weights, which are clipped and stepped, then cast back into the copy. The others (no, bf16, fp16):
+    accelerate's autocast and gradient scaler on the model itself."""
+
+    def __init__(self, requested: str):
+        self.name = resolve_precision(requested)
+        self.pure = self.name == "bf16-pure"
+        self.accelerator = accelerator_for("no" if self.pure else self.name)
+        self.bf16: Bf16Weights | None = None
+
+    def compute_model(self, model):
+        """The model forward and backward run on: for bf16-pure a bf16 copy of ``model`` as it is now (so make
+        it after restoring a checkpoint), else ``model``."""
+        if self.pure:
+            self.bf16 = Bf16Weights(model)
+            return self.bf16.work
+        return model
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+
+    def step(self, optimizer, model, wrapper, clip_norm: float | None) -> None:
+        """Clip (``clip_norm``: None or 0 = no clipping) and step: the master ``model``'s parameters for
+        bf16-pure, else the prepared ``wrapper``'s (accelerate's clip also unscales fp16 gradients)."""
+        if self.pure:
+            self.bf16.grads_to_master()
+        if clip_norm:
+            if self.pure:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+            else:
+                self.accelerator.clip_grad_norm_(wrapper.parameters(), clip_norm)
+        optimizer.step()
+        if self.pure:
+            self.bf16.master_to_work()
 
 
 def accelerator_for(mixed_precision: str) -> Accelerator:
