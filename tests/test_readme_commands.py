@@ -5,8 +5,9 @@ repo, literally, with only step counts and sizes appended as ``-S`` overrides wh
 meant for a real run. The recipe table's rows run in tests/test_recipes.py (the same way), the Experiments block in
 tests/test_experiments.py, the torchrun launcher in tests/test_distributed.py, and the push/pull line in
 tests/test_remote_pipeline.py;
-``test_every_readme_command_is_run_somewhere`` keeps that list complete. The two GPU launchers need CUDA
-devices and run only where there are some.
+``test_every_readme_command_is_run_somewhere`` keeps that list complete. The two GPU launchers
+(``--multi_gpu --num_processes 8``, FSDP with an ``accelerate config`` file) need CUDA devices: they are the
+only README commands not run here.
 
 Also here, because they need a finished run: a misspelled params section stops ``dvc repro`` even when
 nothing else would rerun, and a valid change reruns only the stages that read it.
