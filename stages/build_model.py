@@ -10,7 +10,7 @@ from mlmpipe.params import check_family, check_next_sentence
 def main() -> None:
     seed, paths, tg, m, p = params("seed", "paths", "tokenize_group", "model", "build_model")
     from mlmpipe import model as M  # torch and transformers load only after the params are valid
-    from mlmpipe import tokenizer
+    from mlmpipe import model_info, tokenizer
 
     tok = tokenizer.load(paths.tokenizer)
     check_family(tokenizer.kind_of(tok), m.family)  # the kind of the tokenizer that was made or reused
@@ -22,7 +22,7 @@ def main() -> None:
                                   p.trust_remote_code, m.next_sentence)
     with atomic_dir(paths.model_init) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-    info = {"init": p.init, "checkpoint": p.checkpoint, "preset": m.preset, **M.describe(model)}
+    info = {"init": p.init, "checkpoint": p.checkpoint, "preset": m.preset, **model_info.describe(model)}
     write_json(Path(paths.metrics) / "model.json", info)
 
 

@@ -24,6 +24,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 torch.set_num_threads(1)
 
+from mlmpipe import families  # noqa: E402
 from mlmpipe import params as P  # noqa: E402
 from mlmpipe import tokenizer as T  # noqa: E402
 
@@ -111,8 +112,8 @@ def toks(bpe_tok, wp_tok) -> dict:
     return {"bpe": bpe_tok, "wordpiece": wp_tok}
 
 
-FAMILY_KIND = {"roberta": "bpe", "bert": "wordpiece", "distilbert": "wordpiece", "modernbert": "bpe"}
-FAMILIES = tuple(FAMILY_KIND)
+FAMILIES = families.NAMES
+FAMILY_KIND = {name: families.FAMILIES[name].kinds[0] for name in FAMILIES}  # the usual tokenizer of each
 
 
 def tiny_model_params(family: str = "roberta", **kw) -> P.Model:

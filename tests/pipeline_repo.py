@@ -87,12 +87,14 @@ def tiny_params(*, family: str = "modernbert", kind: Optional[str] = None, sourc
                 **sections: Mapping[str, Any]) -> dict:
     """A params mapping with the structure of the project's params.yaml, sized for a ~30 s `dvc repro`.
 
-    ``family`` picks model.family and, unless ``kind`` is given, the tokenizer kind it needs
-    (bert/distilbert: wordpiece, roberta/modernbert: bpe). Keyword sections (``pretrain={...}``)
+    ``family`` picks model.family and, unless ``kind`` is given, the tokenizer kind it usually takes
+    (the first of its record's ``kinds``: bert/distilbert wordpiece, roberta/modernbert bpe). Keyword sections (``pretrain={...}``)
     are merged into the defaults key by key.
     """
     if kind is None:
-        kind = "wordpiece" if family in ("bert", "distilbert") else "bpe"
+        from mlmpipe.families import FAMILIES
+
+        kind = FAMILIES[family].kinds[0]
     p = {
         "seed": 42,
         "paths": {"corpus": "data/corpus", "tokenizer": "data/tokenizer", "tokenized": "data/tokenized",

@@ -116,6 +116,25 @@ def test_answer_split_into_pieces_is_a_miss_and_unreachable(request, which):
     assert f"(not a single token: {answer})" in F.markdown([row], s)
 
 
+@pytest.mark.parametrize("which", ["roberta_dir", "bert_dir"])
+def test_prompt_length_limit_is_the_block_size(request, which):
+    """Both models were built for block_size 32 (RoBERTa with 34 positions: its positions start at
+    padding_idx + 1): a prompt of 32 tokens runs, one of 33 is refused in one line naming the limit."""
+    from transformers import AutoConfig
+
+    d = request.getfixturevalue(which)
+    assert F.max_positions(AutoConfig.from_pretrained(d)) == 32
+    tok = T.load(str(d))
+    text = lambda k: "The <mask>" + " loop" * k + "."  # noqa: E731
+    length = lambda k: len(tok(text(k).replace("<mask>", tok.mask_token))["input_ids"])  # noqa: E731
+    k = next(k for k in range(64) if length(k) >= 32)
+    assert length(k) == 32 and length(k + 1) == 33
+    assert len(F.run_prompts(str(d), (P.Prompt(text(k)),), 2)) == 1
+    with pytest.raises(F.FillMaskError) as e:
+        F.run_prompts(str(d), (P.Prompt(text(k + 1)),), 2)
+    assert "33 tokens, more than the model's 32 positions" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_lowercase_tokenizer_matches_answers_case_insensitively(docs, tmp_path):
     tok = T.train(iter(docs), "wordpiece", 300, 2, True, 64)
     tok.save_pretrained(tmp_path / "tok")

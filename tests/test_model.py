@@ -7,6 +7,8 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 from mlmpipe import model as M
+from mlmpipe import model_info
+from mlmpipe.families import FAMILIES as RECORDS
 from mlmpipe.model import ModelError
 
 from conftest import FAMILIES, FAMILY_KIND, tiny_model_params
@@ -33,8 +35,8 @@ def test_make_config_per_family(toks, family):
     assert get("hidden_size", "dim") == 32
     assert get("num_attention_heads", "n_heads") == 2
     assert get("intermediate_size", "hidden_dim") == 64
-    expected_positions = {"roberta": 66, "bert": 64, "distilbert": 64, "modernbert": 512}[family]
-    assert cfg.max_position_embeddings == expected_positions
+    fam = RECORDS[family]
+    assert cfg.max_position_embeddings == max(64 + fam.position_offset, fam.min_positions)
 
 
 def test_roberta_positions_and_explicit_max_positions(bpe_tok):
@@ -60,8 +62,7 @@ def test_roberta_model_runs_at_full_block_size(bpe_tok, model_section):
 def test_presets_win_over_explicit_dims(family, preset):
     m = tiny_model_params(family, preset=preset)
     layers, hidden, heads, inter = M.dims(m)
-    table = M.PRESETS[preset]
-    assert (layers, hidden, heads, inter) == table.get(family, table["default"])
+    assert (layers, hidden, heads, inter) == RECORDS[family].presets[preset]
     assert hidden % heads == 0
     assert M.dims(tiny_model_params(family)) == (2, 32, 2, 64)
 
@@ -141,12 +142,12 @@ def test_load_pretrained_without_weights_is_one_line(saved_roberta, bpe_tok, tmp
 def test_param_counts_and_describe(toks, family):
     tok = toks[FAMILY_KIND[family]]
     model = M.build_scratch(tiny_model_params(family), tok, 32, seed=0)
-    c = M.param_counts(model)
+    c = model_info.param_counts(model)
     assert c["params_total"] == sum(p.numel() for p in model.parameters())
     assert c["params_embedding"] + c["params_non_embedding"] == c["params_total"]
     assert c["params_embedding"] >= len(tok) * 32  # the token embeddings at least
     assert c["params_non_embedding"] > 0
-    d = M.describe(model)
+    d = model_info.describe(model)
     assert d["family"] == family and d["vocab_size"] == len(tok)
     assert (d["layers"], d["hidden"], d["heads"], d["intermediate"]) == (2, 32, 2, 64)
     assert d["architecture"].endswith("ForMaskedLM")

@@ -10,6 +10,7 @@ from transformers import AutoTokenizer
 
 from mlmpipe import corpus as C
 from mlmpipe import tokenizer as T
+from mlmpipe.families import FAMILIES
 from mlmpipe.params import ParamError
 from mlmpipe.tokenizer import TokenizerError
 
@@ -93,7 +94,9 @@ def test_kind_of_and_check_family(bpe_tok, wp_tok):
     for kind, family in [("bpe", "roberta"), ("bpe", "modernbert"), ("wordpiece", "modernbert"),
                          ("wordpiece", "bert"), ("wordpiece", "distilbert")]:
         T.check_family(kind, family)
-    for kind, family in [("wordpiece", "roberta"), ("bpe", "bert"), ("bpe", "distilbert")]:
+    refused = [(k, f.name) for f in FAMILIES.values() for k in ("bpe", "wordpiece") if k not in f.kinds]
+    assert {("wordpiece", "roberta"), ("bpe", "bert"), ("bpe", "distilbert")} <= set(refused)
+    for kind, family in refused:
         with pytest.raises(ParamError) as e:
             T.check_family(kind, family)
         msg = str(e.value)

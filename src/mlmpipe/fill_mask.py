@@ -9,6 +9,7 @@ import logging
 
 from transformers import pipeline
 
+from .families import FAMILIES
 from .params import MlmpipeError
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ def max_positions(config) -> int | None:
     positions = getattr(config, "max_position_embeddings", None)
     if positions is None:
         return None
-    return positions - (2 if config.model_type == "roberta" else 0)  # RoBERTa offsets positions by pad + 1
+    family = FAMILIES.get(config.model_type)
+    return positions - (family.position_offset if family else 0)  # RoBERTa's start at padding_idx + 1
 
 
 def _norm(text: str, lowercase: bool) -> str:

@@ -2,7 +2,8 @@
 
 Also the masked-LM head applied to chosen positions only (``mlm_logits``), so training and
 evaluation can skip the vocabulary projection where no loss is computed, while the saved model
-stays a standard ``*ForMaskedLM`` checkpoint.
+stays a standard ``*ForMaskedLM`` checkpoint. What differs between families (configs, presets,
+positions, where the head is) is their record in families.py.
 """
 from __future__ import annotations
 
@@ -11,22 +12,13 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoModelForMaskedLM, AutoModelForPreTraining, BertConfig, DistilBertConfig,
-                          ModernBertConfig, PreTrainedModel, RobertaConfig)
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForPreTraining, PreTrainedModel
 
 from . import hub
+from .families import FAMILIES
 from .params import MlmpipeError
 
 log = logging.getLogger(__name__)
-
-# (layers, hidden, heads, intermediate); "base" = the published base shapes of each family.
-PRESETS = {
-    "tiny": {"default": (2, 128, 2, 512), "modernbert": (2, 128, 2, 256)},
-    "small": {"default": (4, 512, 8, 2048), "modernbert": (6, 512, 8, 768)},
-    "base": {"default": (12, 768, 12, 3072), "distilbert": (6, 768, 12, 3072), "modernbert": (22, 768, 12, 1152)},
-}
-# Learned absolute positions: RoBERTa offsets them by padding_idx + 1, so it needs block_size + 2.
-POSITION_OFFSET = {"roberta": 2, "bert": 0, "distilbert": 0, "modernbert": 0}
 
 
 class ModelError(MlmpipeError):
@@ -37,39 +29,21 @@ def dims(m) -> tuple[int, int, int, int]:
     """(layers, hidden, heads, intermediate) from the ``model`` section, a preset winning over explicit dims."""
     if m.preset is None:
         return m.layers, m.hidden, m.heads, m.intermediate
-    table = PRESETS[m.preset]
-    return table.get(m.family, table["default"])
+    return FAMILIES[m.family].presets[m.preset]
 
 
 def make_config(m, tok, block_size: int):
     """A transformers config for family ``m.family``, sized by ``m`` and with the tokenizer's vocabulary."""
+    fam = FAMILIES[m.family]
     layers, hidden, heads, inter = dims(m)
     if hidden % heads:
         raise ModelError(f"model.hidden = {hidden} is not divisible by model.heads = {heads}")
-    need = block_size + POSITION_OFFSET[m.family]
+    need = block_size + fam.position_offset
     positions = m.max_position_embeddings or need
     if positions < need:
         raise ModelError(f"model.max_position_embeddings = {positions} is too small for tokenize_group.block_size"
                          f" = {block_size}: {m.family} needs at least {need}")
-    ids = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id)
-    if m.family == "roberta":
-        return RobertaConfig(**ids, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
-                             hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                             intermediate_size=inter, hidden_dropout_prob=m.dropout,
-                             attention_probs_dropout_prob=m.dropout, max_position_embeddings=positions,
-                             type_vocab_size=1)
-    if m.family == "bert":
-        return BertConfig(**ids, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                          intermediate_size=inter, hidden_dropout_prob=m.dropout,
-                          attention_probs_dropout_prob=m.dropout, max_position_embeddings=positions)
-    if m.family == "distilbert":
-        return DistilBertConfig(**ids, dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=inter,
-                                dropout=m.dropout, attention_dropout=m.dropout, max_position_embeddings=positions)
-    return ModernBertConfig(**ids, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
-                            cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
-                            hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                            intermediate_size=inter, attention_dropout=m.dropout, mlp_dropout=m.dropout,
-                            embedding_dropout=m.dropout, max_position_embeddings=max(positions, 512))
+    return fam.config(m, tok, (layers, hidden, heads, inter), max(positions, fam.min_positions))
 
 
 def build_scratch(m, tok, block_size: int, seed: int) -> PreTrainedModel:
@@ -168,28 +142,14 @@ def load_pretrained(path: str, family: str, tok, block_size: int, resize_embeddi
         model.resize_token_embeddings(len(tok))
         log.warning("resized the embeddings from %d to %d tokens", have, len(tok))
     positions = getattr(config, "max_position_embeddings", None)
-    need = block_size + POSITION_OFFSET[family]
-    if positions is not None and family != "modernbert" and positions < need:
+    fam = FAMILIES[family]
+    offset = fam.position_offset
+    if positions is not None and fam.learned_positions and positions < block_size + offset:
         raise ModelError(f"tokenize_group.block_size = {block_size} does not fit the checkpoint's position "
-                         f"embeddings ({positions}; {family} needs block_size + {POSITION_OFFSET[family]}): "
-                         f"set tokenize_group.block_size <= {positions - POSITION_OFFSET[family]}")
+                         f"embeddings ({positions}; {family} needs block_size + {offset}): "
+                         f"set tokenize_group.block_size <= {positions - offset}")
     log.warning("init: PRETRAINED - starting from the weights of %s (%s)", path, type(model).__name__)
     return model
-
-
-def param_counts(model: PreTrainedModel) -> dict:
-    total = sum(p.numel() for p in model.parameters())
-    emb = sum(p.numel() for p in model.base_model.embeddings.parameters())
-    return {"params_total": total, "params_embedding": emb, "params_non_embedding": total - emb}
-
-
-def describe(model: PreTrainedModel) -> dict:
-    c = model.config
-    get = lambda *names: next((getattr(c, n) for n in names if hasattr(c, n)), None)  # noqa: E731
-    return {"family": c.model_type, "architecture": type(model).__name__, "vocab_size": get("vocab_size"),
-            "layers": get("num_hidden_layers", "n_layers"), "hidden": get("hidden_size", "dim"),
-            "heads": get("num_attention_heads", "n_heads"), "intermediate": get("intermediate_size", "hidden_dim"),
-            "max_position_embeddings": get("max_position_embeddings"), **param_counts(model)}
 
 
 def encoder_hidden(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -213,15 +173,10 @@ def nsp_logits(model: PreTrainedModel, pooled: torch.Tensor) -> torch.Tensor:
 def mlm_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     """The model's own MLM head applied to ``hidden`` (any leading shape, e.g. only masked positions)."""
     kind = model.config.model_type
-    if kind == "roberta":
-        return model.lm_head(hidden)
-    if kind == "bert":  # BertForMaskedLM's head, or the MLM half of BertForPreTraining's
-        return model.cls.predictions(hidden)
-    if kind == "distilbert":
-        return model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(hidden))))
-    if kind == "modernbert":
-        return model.decoder(model.head(hidden))
-    raise ModelError(f"no masked-LM head known for model type {kind!r}")
+    family = FAMILIES.get(kind)
+    if family is None:
+        raise ModelError(f"no masked-LM head known for model type {kind!r}")
+    return family.mlm_head(model, hidden)
 
 
 def input_names(model: PreTrainedModel) -> list[str]:

@@ -13,6 +13,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from . import families
+
+FamilyName = Literal[families.NAMES]
+PresetName = Literal[families.PRESET_NAMES]
+
+
 class MlmpipeError(Exception):
     """An error the user can fix; stages print it as one line and exit non-zero."""
 
@@ -82,8 +88,8 @@ class TokenizeGroup:
 
 @dataclass(frozen=True)
 class Model:
-    family: Literal["roberta", "bert", "distilbert", "modernbert"] = "modernbert"
-    preset: Optional[Literal["tiny", "small", "base"]] = None
+    family: FamilyName = "modernbert"  # families.NAMES
+    preset: Optional[PresetName] = None  # families.PRESET_NAMES
     layers: int = _f(4, ge=1, le=96)
     hidden: int = _f(256, ge=8)
     heads: int = _f(4, ge=1)
@@ -253,7 +259,7 @@ def _cross_check(name: str, p: Any) -> Any:
         if p.hidden % p.heads:
             raise ParamError(f"model.hidden = {p.hidden} is not divisible by model.heads = {p.heads}: "
                              f"choose heads among {[h for h in range(1, 33) if p.hidden % h == 0]}")
-        if p.next_sentence and p.family != "bert":
+        if p.next_sentence and not families.FAMILIES[p.family].next_sentence:
             raise ParamError(f"model.next_sentence = true with model.family = {p.family!r}: next-sentence "
                              f"prediction is BERT's objective (BertForPreTraining); set model.family: bert")
     if isinstance(p, BuildModel) and p.init == "pretrained" and not p.checkpoint:
@@ -279,14 +285,11 @@ def _cross_check(name: str, p: Any) -> Any:
     return p
 
 
-# Which tokenizer kinds each architecture accepts.
-FAMILY_KINDS = {"roberta": ("bpe",), "bert": ("wordpiece",), "distilbert": ("wordpiece",),
-                "modernbert": ("bpe", "wordpiece")}
-
-
 def check_family(kind: str, family: str) -> None:
-    if kind not in FAMILY_KINDS[family]:
-        wanted = " or ".join(FAMILY_KINDS[family])
+    """Refuse a tokenizer of ``kind`` that ``family`` does not take (its record's ``kinds``)."""
+    kinds = families.FAMILIES[family].kinds
+    if kind not in kinds:
+        wanted = " or ".join(kinds)
         raise ParamError(f"train_tokenizer.kind = {kind!r} does not fit model.family = {family!r}: "
                          f"{family} needs a {wanted} tokenizer; change train_tokenizer.kind or model.family")
 
