@@ -63,7 +63,7 @@ def prepare(d: Path, vocab: int, block: int) -> None:
 
 def measure(spec: dict) -> dict:
     import numpy as np
-    import yaml
+    from mlmpipe.params import read_params
 
     from mlmpipe import model as M
     from mlmpipe import params as P
@@ -71,7 +71,7 @@ def measure(spec: dict) -> dict:
     from mlmpipe.batches import Batches
     from mlmpipe.masking import Masker
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw = read_params(str(ROOT / "params.yaml"))  # as the stages (and DVC) read it
     d, path = Path(spec["data"]), spec["path"]
     tok = tokenizer.load(str(d / "tokenizer"))
     mode = "line_by_line" if path.startswith("line_by_line") else "group"
@@ -121,9 +121,9 @@ def main() -> None:
         return
     if a.steps < 1 or a.warmup < 1 or a.rounds < 1:
         ap.error("--steps, --warmup and --rounds must be >= 1")
-    import yaml
+    from mlmpipe.params import read_params
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw = read_params(str(ROOT / "params.yaml"))  # as the stages (and DVC) read it
     block, vocab = raw["tokenize_group"]["block_size"], raw["train_tokenizer"]["vocab_size"]
     print(f"# data paths benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}  {cpu_info()}; load average "
           f"{os.getloadavg()[0]:.2f}")

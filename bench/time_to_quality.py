@@ -122,7 +122,7 @@ def worker_ours(spec: dict) -> dict:
 
     import numpy as np
     import torch
-    import yaml
+    from mlmpipe.params import read_params
 
     from mlmpipe import model as M
     from mlmpipe import params as P
@@ -132,7 +132,7 @@ def worker_ours(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     d = Path(spec["data"])
     tok = tokenizer.load(str(d / "tokenizer"))
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw = read_params(str(ROOT / "params.yaml"))  # as the stages (and DVC) read it
     m, p = P.section(raw, "model"), P.section(raw, "pretrain")
     p = dataclasses.replace(p, num_threads=spec["threads"], eval_every=10 ** 9, checkpoint_every=10 ** 9,
                             log_every=10 ** 9, **({"max_steps": spec["steps"]} if spec["steps"] else {}))
@@ -164,9 +164,9 @@ def main() -> None:
     if worker.serve(a, {"ours": worker_ours, "hf": worker_hf}):
         return
     sys.stdout.reconfigure(line_buffering=True)
-    import yaml
+    from mlmpipe.params import read_params
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw = read_params(str(ROOT / "params.yaml"))  # as the stages (and DVC) read it
     vocab, block = raw["train_tokenizer"]["vocab_size"], raw["tokenize_group"]["block_size"]
     tmp = None if a.data else tempfile.TemporaryDirectory(prefix="ttq_data_")
     d = a.data or Path(tmp.name)
