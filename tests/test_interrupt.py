@@ -131,7 +131,9 @@ def test_sigkill_three_times_then_resume_matches_uninterrupted(tmp_path):
     for at in KILL_AT:  # three kills at different steps; each run resumes from the last checkpoint
         rc, out, err, before, logged = signal_pretrain(repo, signal.SIGKILL, at, need_checkpoint=True)
         assert rc == DVC_FAILED, err[-2000:]
-        assert "failed to run: python stages/pretrain.py, exited with -9" in err, err[-2000:]
+        # -9 when DVC's shell execs python itself; 137 (128 + 9) when the shell forks it and reports
+        # the signal as its own status (it depends on $SHELL: bash -c execs, other shells may not)
+        assert re.search(r"failed to run: python stages/pretrain\.py, exited with (-9|137)\b", err), err[-2000:]
         assert not (repo.path / "data" / "model").exists()  # no half-written model for DVC to cache
         assert checkpoint_steps(repo) == before and max(before) >= at  # SIGKILL leaves no checkpoint of its own
     rc, out, err = repo.repro()
