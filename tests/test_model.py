@@ -10,6 +10,7 @@ from mlmpipe import model as M
 from mlmpipe import model_info
 from mlmpipe.families import FAMILIES as RECORDS
 from mlmpipe.model import ModelError
+from mlmpipe.params import ParamError
 
 from conftest import FAMILIES, FAMILY_KIND, tiny_model_params
 
@@ -43,7 +44,7 @@ def test_roberta_positions_and_explicit_max_positions(bpe_tok):
     assert M.make_config(tiny_model_params("roberta"), bpe_tok, 128).max_position_embeddings == 130
     cfg = M.make_config(tiny_model_params("roberta", max_position_embeddings=514), bpe_tok, 128)
     assert cfg.max_position_embeddings == 514
-    with pytest.raises(ModelError) as e:
+    with pytest.raises(ParamError) as e:
         M.make_config(tiny_model_params("roberta", max_position_embeddings=129), bpe_tok, 128)
     assert "needs at least 130" in str(e.value) and "\n" not in str(e.value)
 

@@ -240,3 +240,45 @@ def test_params_yaml_lists_every_key_a_user_can_set():
     for name, cls in P.SECTIONS.items():
         keys = {"from" if f.name == "from_dir" else f.name for f in dataclasses.fields(cls)}
         assert set(data[name]) == keys, (name, sorted(keys - set(data[name])), sorted(set(data[name]) - keys))
+
+
+def test_params_yaml_and_the_dataclasses_give_the_same_defaults():
+    """One default per key: a key left out of a params file means what params.yaml writes for it, so the
+    dataclass defaults (used for a key a user deletes, and by library callers) cannot drift from params.yaml.
+    The one exception is data, not a default: params.yaml's cloze prompts are the default corpus's own
+    questions, and a params file without ``prompts`` asks none."""
+    import dataclasses
+
+    data = P.read_params(str(ROOT / "params.yaml"))
+    assert P.section(data, "seed") == P.section({}, "seed")
+    for name, cls in P.SECTIONS.items():
+        written, default = P.section(data, name), cls()
+        for f in dataclasses.fields(cls):
+            if (name, f.name) == ("fill_mask_report", "prompts"):
+                assert len(written.prompts) > 0 and default.prompts == ()
+                continue
+            assert getattr(written, f.name) == getattr(default, f.name), \
+                f"{name}.{f.name}: params.yaml says {getattr(written, f.name)!r}, {cls.__name__} says " \
+                f"{getattr(default, f.name)!r}"
+
+
+def _sections(**raw) -> dict:
+    data = P.read_params(str(ROOT / "params.yaml"))
+    for dotted, value in raw.items():
+        name, key = dotted.split("__")
+        data[name] = {**data[name], key: value}
+    return {name: P.section(data, name) for name in ["seed", *P.SECTIONS]}
+
+
+def test_positions_rule_lives_in_params_and_runs_before_any_stage():
+    """model.max_position_embeddings against tokenize_group.block_size (plus RoBERTa's offset of 2) is checked
+    by check_params, in one line naming both keys; a checkpoint brings its own positions, checked at load."""
+    P.check_across(_sections())
+    small = dict(model__family="roberta", train_tokenizer__kind="bpe", model__max_position_embeddings=129)
+    with pytest.raises(ParamError) as e:
+        P.check_across(_sections(**small))
+    assert one_line(e) == ("model.max_position_embeddings = 129 is too small for tokenize_group.block_size = 128: "
+                           "roberta needs at least 130")
+    P.check_across(_sections(**small, build_model__init="pretrained", build_model__checkpoint="some/dir"))
+    assert P.positions(P.Model(family="roberta"), 128) == 130
+    assert P.positions(P.Model(family="modernbert"), 128) == 512  # the family's minimum (rotary)

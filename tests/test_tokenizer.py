@@ -9,12 +9,13 @@ import pytest
 from transformers import AutoTokenizer
 
 from mlmpipe import corpus as C
+from mlmpipe import params as P
 from mlmpipe import tokenizer as T
 from mlmpipe.families import FAMILIES
 from mlmpipe.params import ParamError
 from mlmpipe.tokenizer import TokenizerError
 
-from conftest import make_docs
+from corpora import make_docs
 
 PROMPT = 'The "{}" statement terminates the nearest enclosing loop.'
 
@@ -93,12 +94,12 @@ def test_kind_of_and_check_family(bpe_tok, wp_tok):
     assert T.kind_of(wp_tok) == "wordpiece"
     for kind, family in [("bpe", "roberta"), ("bpe", "modernbert"), ("wordpiece", "modernbert"),
                          ("wordpiece", "bert"), ("wordpiece", "distilbert")]:
-        T.check_family(kind, family)
+        P.check_family(kind, family)
     refused = [(k, f.name) for f in FAMILIES.values() for k in ("bpe", "wordpiece") if k not in f.kinds]
     assert {("wordpiece", "roberta"), ("bpe", "bert"), ("bpe", "distilbert")} <= set(refused)
     for kind, family in refused:
         with pytest.raises(ParamError) as e:
-            T.check_family(kind, family)
+            P.check_family(kind, family)
         msg = str(e.value)
         assert "\n" not in msg
         assert f"train_tokenizer.kind = {kind!r}" in msg and f"model.family = {family!r}" in msg

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .outputs import atomic_dir
-from .params import MlmpipeError
+from .params import MlmpipeError, Pretrain
 
 log = logging.getLogger(__name__)
 # Params that change only logging or bookkeeping, not the trained weights.
@@ -27,7 +27,7 @@ class CheckpointError(MlmpipeError):
     pass
 
 
-def fingerprint(p, init_dir: str, data: np.ndarray | list) -> str:
+def fingerprint(p: Pretrain, init_dir: str, data: np.ndarray | list) -> str:
     """What a checkpoint must match to be resumed: math-relevant params, initial weights, training data."""
     h = hashlib.sha256(json.dumps({k: v for k, v in asdict(p).items() if k not in NON_MATH}, sort_keys=True,
                                   default=str).encode())

@@ -13,6 +13,7 @@ from accelerate.state import AcceleratorState
 
 from .masking import IGNORE
 from .model import encoder_outputs, mlm_logits, nsp_logits
+from .params import Pretrain
 
 
 class SparseMLM(torch.nn.Module):
@@ -47,7 +48,7 @@ class SparseMLM(torch.nn.Module):
         return F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
 
 
-def make_optimizer(model, p, device_type: str) -> torch.optim.Optimizer:
+def make_optimizer(model, p: Pretrain, device_type: str) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:  # params imports this module
+    from .params import Model
 
 Dims = tuple[int, int, int, int]  # (layers, hidden, heads, intermediate)
 
@@ -44,7 +47,7 @@ def _ids(tok) -> dict:
     return dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id)
 
 
-def _roberta_config(m, tok, dims: Dims, positions: int):
+def _roberta_config(m: Model, tok, dims: Dims, positions: int):
     from transformers import RobertaConfig
 
     layers, hidden, heads, inter = dims
@@ -55,7 +58,7 @@ def _roberta_config(m, tok, dims: Dims, positions: int):
                          type_vocab_size=1)
 
 
-def _bert_config(m, tok, dims: Dims, positions: int):
+def _bert_config(m: Model, tok, dims: Dims, positions: int):
     from transformers import BertConfig
 
     layers, hidden, heads, inter = dims
@@ -64,7 +67,7 @@ def _bert_config(m, tok, dims: Dims, positions: int):
                       attention_probs_dropout_prob=m.dropout, max_position_embeddings=positions)
 
 
-def _distilbert_config(m, tok, dims: Dims, positions: int):
+def _distilbert_config(m: Model, tok, dims: Dims, positions: int):
     from transformers import DistilBertConfig
 
     layers, hidden, heads, inter = dims
@@ -72,7 +75,7 @@ def _distilbert_config(m, tok, dims: Dims, positions: int):
                             dropout=m.dropout, attention_dropout=m.dropout, max_position_embeddings=positions)
 
 
-def _modernbert_config(m, tok, dims: Dims, positions: int):
+def _modernbert_config(m: Model, tok, dims: Dims, positions: int):
     from transformers import ModernBertConfig
 
     layers, hidden, heads, inter = dims

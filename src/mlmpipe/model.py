@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForPreTraini
 
 from . import hub
 from .families import FAMILIES
-from .params import MlmpipeError
+from .params import MlmpipeError, Model, positions
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +25,20 @@ class ModelError(MlmpipeError):
     pass
 
 
-def dims(m) -> tuple[int, int, int, int]:
+def dims(m: Model) -> tuple[int, int, int, int]:
     """(layers, hidden, heads, intermediate) from the ``model`` section, a preset winning over explicit dims."""
     if m.preset is None:
         return m.layers, m.hidden, m.heads, m.intermediate
     return FAMILIES[m.family].presets[m.preset]
 
 
-def make_config(m, tok, block_size: int):
-    """A transformers config for family ``m.family``, sized by ``m`` and with the tokenizer's vocabulary."""
-    fam = FAMILIES[m.family]
-    layers, hidden, heads, inter = dims(m)
-    if hidden % heads:
-        raise ModelError(f"model.hidden = {hidden} is not divisible by model.heads = {heads}")
-    need = block_size + fam.position_offset
-    positions = m.max_position_embeddings or need
-    if positions < need:
-        raise ModelError(f"model.max_position_embeddings = {positions} is too small for tokenize_group.block_size"
-                         f" = {block_size}: {m.family} needs at least {need}")
-    return fam.config(m, tok, (layers, hidden, heads, inter), max(positions, fam.min_positions))
+def make_config(m: Model, tok, block_size: int):
+    """A transformers config for family ``m.family``, sized by ``m`` and with the tokenizer's vocabulary (the
+    rules between the model section and the block size are params.positions')."""
+    return FAMILIES[m.family].config(m, tok, dims(m), positions(m, block_size))
 
 
-def build_scratch(m, tok, block_size: int, seed: int) -> PreTrainedModel:
+def build_scratch(m: Model, tok, block_size: int, seed: int) -> PreTrainedModel:
     config = make_config(m, tok, block_size)
     torch.manual_seed(seed)
     model = (AutoModelForPreTraining if m.next_sentence else AutoModelForMaskedLM).from_config(config)

@@ -116,15 +116,15 @@ class Pretrain:
     beta2: float = _f(0.98, ge=0, lt=1)
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     warmup_steps: int = _f(100, ge=0)
-    max_steps: Optional[int] = _f(2000, gt=0)
+    max_steps: Optional[int] = _f(1800, gt=0)
     epochs: Optional[float] = _f(None, gt=0)
     batch_size: int = _f(32, ge=1)
     grad_accum: int = _f(1, ge=1)
     clip_norm: Optional[float] = _f(1.0, gt=0)
     mixed_precision: Literal["auto", "no", "bf16", "bf16-pure", "fp16"] = "auto"
-    mlm_probability: float = _f(0.15, gt=0, lt=1)
+    mlm_probability: float = _f(0.3, gt=0, lt=1)
     whole_word: bool = False
-    random_offsets: bool = False  # group mode: examples start at a seeded random token, new cuts every epoch
+    random_offsets: bool = True  # group mode: examples start at a seeded random token, new cuts every epoch
     # line_by_line / sentence_pairs: batches of examples of similar length (less padding), seeded random order
     group_by_length: bool = True
     sparse_head: bool = True
@@ -134,8 +134,8 @@ class Pretrain:
     # efficient: that SDPA kernel; default: PyTorch's SDPA choice; auto: matmul on CPU, default on GPU
     attention_kernel: Literal["auto", "default", "matmul", "math", "flash", "efficient"] = "auto"
     num_threads: int = _f(0, ge=0)  # 0: all physical cores
-    log_every: int = _f(50, ge=1)
-    eval_every: int = _f(250, ge=1)
+    log_every: int = _f(100, ge=1)
+    eval_every: int = _f(300, ge=1)
     eval_blocks: int = _f(64, ge=1)
     checkpoint_every: int = _f(500, ge=1)
     keep_checkpoints: int = _f(2, ge=1)
@@ -301,13 +301,27 @@ def check_next_sentence(m: Model, tg: TokenizeGroup) -> None:
                          f"(next_sentence: true, mode: sentence_pairs) or neither")
 
 
+def positions(m: Model, block_size: int) -> int:
+    """The max_position_embeddings of a scratch model of ``m`` for blocks of ``block_size``: the family's
+    minimum, and model.max_position_embeddings or what the block needs (the family's position offset more)."""
+    fam = families.FAMILIES[m.family]
+    need = block_size + fam.position_offset
+    have = m.max_position_embeddings or need
+    if have < need:
+        raise ParamError(f"model.max_position_embeddings = {have} is too small for tokenize_group.block_size = "
+                         f"{block_size}: {m.family} needs at least {need}")
+    return max(have, fam.min_positions)
+
+
 def check_across(values: dict) -> None:
     """Rules between sections that the params alone decide (a reused tokenizer's kind is checked by
-    build_model, which reads it)."""
+    build_model, which reads it; a checkpoint's positions by model.load_pretrained, which loads it)."""
     m, tg, tt = values["model"], values["tokenize_group"], values["train_tokenizer"]
     if tt.from_dir is None:
         check_family(tt.kind, m.family)
     check_next_sentence(m, tg)
+    if values["build_model"].init == "scratch":  # a checkpoint brings its own positions
+        positions(m, tg.block_size)
 
 
 def _parse_prompt(where: str, item: Any) -> Prompt:

@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .params import MlmpipeError
+from .params import FetchCorpus, MlmpipeError
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def read_hub(name: str, config: Optional[str], split: str, revision: Optional[st
                           f"(config={config}, split={split}, revision={revision}): {msg}{hint}") from None
 
 
-def iter_source(source: str, p, scratch_dir: Path, key: str = "fetch_corpus.source") -> Iterator[str]:
+def iter_source(source: str, p: FetchCorpus, scratch_dir: Path, key: str = "fetch_corpus.source") -> Iterator[str]:
     """Raw documents from one source string (see ``FetchCorpus.source``); ``key`` names the param in errors."""
     if source == BUILTIN:
         return builtin_python_docs()

@@ -17,7 +17,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from . import hub
-from .params import MlmpipeError, check_family  # noqa: F401 (tokenizer.check_family)
+from .params import MlmpipeError
 
 log = logging.getLogger(__name__)
 
