@@ -7,7 +7,6 @@ the whole unit suite runs in well under two minutes on two CPU cores.
 from __future__ import annotations
 
 import os
-import random
 import sys
 from pathlib import Path
 
@@ -28,43 +27,7 @@ from mlmpipe import families  # noqa: E402
 from mlmpipe import params as P  # noqa: E402
 from mlmpipe import tokenizer as T  # noqa: E402
 
-KEYWORDS = ["break", "continue", "return", "yield", "pass", "raise", "import", "global", "assert", "del",
-            "lambda", "while", "for", "with", "try", "class", "def", "if", "else", "elif"]
-NOUNS = ["loop", "function", "statement", "module", "object", "value", "list", "string", "exception",
-         "iterator", "generator", "variable", "argument", "class", "dictionary", "attribute", "method",
-         "expression", "block", "name"]
-VERBS = ["returns", "creates", "evaluates", "binds", "raises", "defines", "terminates", "yields",
-         "calls", "imports", "compares", "assigns", "deletes", "updates", "checks"]
-ADJS = ["nearest", "enclosing", "current", "new", "empty", "local", "global", "optional", "first",
-        "last", "mutable", "immutable", "default", "builtin", "simple"]
-TEMPLATES = [
-    'The "{kw}" statement {verb} the {adj} {noun}.',
-    "The {kw} statement {verb} the {adj} {noun} of the {noun2}.",
-    "A {noun} {verb} a {adj} {noun2} when the {kw} keyword is used.",
-    "If the {noun} is {adj}, the interpreter {verb} a {noun2}.",
-    "Calling the {noun} {verb} the {adj} {noun2} and returns a {noun3}.",
-    "Each {noun} has a {adj} {noun2}; the {kw} statement {verb} it.",
-    "In Python, the {noun} {verb} every {noun2} in the {adj} {noun3}.",
-    "When a {noun} is {adj}, {kw} {verb} the {noun2} immediately.",
-]
-
-
-def make_docs(n: int, seed: int = 0, sentences: tuple[int, int] = (2, 5)) -> list[str]:
-    """``n`` distinct documents of a few template sentences about Python (deterministic in ``seed``)."""
-    rng = random.Random(seed)
-    docs: list[str] = []
-    seen: set[str] = set()
-    while len(docs) < n:
-        parts = []
-        for _ in range(rng.randint(*sentences)):
-            t = rng.choice(TEMPLATES)
-            parts.append(t.format(kw=rng.choice(KEYWORDS), noun=rng.choice(NOUNS), noun2=rng.choice(NOUNS),
-                                  noun3=rng.choice(NOUNS), verb=rng.choice(VERBS), adj=rng.choice(ADJS)))
-        doc = " ".join(parts)
-        if doc not in seen:
-            seen.add(doc)
-            docs.append(doc)
-    return docs
+from corpora import make_docs  # noqa: E402  (the one text generator)
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +90,7 @@ def tiny_pretrain_params(**kw) -> P.Pretrain:
     """A short, fp32, deterministic pretrain section."""
     raw = dict(lr=0.005, schedule="linear", warmup_steps=2, max_steps=20, batch_size=8, grad_accum=1,
                mixed_precision="no", mlm_probability=0.15, log_every=5, eval_every=1000, eval_blocks=4,
-               checkpoint_every=1000, keep_checkpoints=2, num_threads=1, clip_norm=1.0)
+               checkpoint_every=1000, keep_checkpoints=2, num_threads=1, clip_norm=1.0, random_offsets=False)
     raw.update(kw)
     return P.parse(P.Pretrain, "pretrain", raw)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import random
 import re
 import shlex
 import shutil
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 import yaml
+
+from corpora import corpus_text
 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = PROJECT / ".venv" / "bin"
@@ -41,103 +42,48 @@ GIT_ID = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# the tiny corpus: a few hundred plain English sentences, generated from a seed (no download)
-
-_SUBJECTS = ["The old librarian", "A young engineer", "My neighbour", "The quiet student", "Our teacher",
-             "The tired baker", "A curious child", "The ship's captain", "Her brother", "The village doctor",
-             "A patient gardener", "The night guard", "His grandmother", "The new manager", "A travelling musician"]
-_VERBS = ["opened", "carried", "repaired", "painted", "found", "borrowed", "cleaned", "described", "measured",
-          "sold", "wrapped", "forgot", "noticed", "returned", "built"]
-_OBJECTS = ["a wooden box", "the heavy door", "an old map", "the broken clock", "a small boat", "the red bicycle",
-            "a letter from home", "the kitchen window", "a basket of apples", "the garden fence",
-            "a book about birds", "the long table", "a warm coat", "the stone bridge", "a jar of honey"]
-_PLACES = ["in the morning", "before the rain started", "after lunch", "near the river", "at the market",
-           "during the storm", "on a cold evening", "behind the station", "under the bright lamp",
-           "at the edge of town", "while the bells rang", "before anyone woke up"]
-_ENDINGS = ["and then went home.", "because it was needed.", "without saying a word.", "with great care.",
-            "as the sun went down.", "and smiled at everyone.", "for the first time.", "once again.",
-            "while humming a song.", "and told nobody about it."]
-
-
-def tiny_sentences(n: int = 360, seed: int = 7) -> list[str]:
-    """``n`` distinct, simple English sentences (deterministic for a given seed)."""
-    rng = random.Random(seed)
-    out, seen = [], set()
-    while len(out) < n:
-        s = " ".join([rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS), rng.choice(_PLACES),
-                      rng.choice(_ENDINGS)])
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return out
-
-
-def tiny_corpus_text(n_sentences: int = 360, per_paragraph: int = 3, seed: int = 7) -> str:
-    """Paragraphs of ``per_paragraph`` sentences separated by blank lines (``txt_mode: paragraph``)."""
-    s = tiny_sentences(n_sentences, seed)
-    paras = [" ".join(s[i:i + per_paragraph]) for i in range(0, len(s), per_paragraph)]
-    return "\n\n".join(paras) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
 # tiny params
+
+
+# What the tiny pipeline changes from the project's params.yaml (everything else is params.yaml's own value).
+TINY = {
+    "fetch_corpus": {"max_documents": 200, "validation_fraction": 0.1},
+    "train_tokenizer": {"vocab_size": 300},
+    "tokenize_group": {"block_size": 32},
+    "model": {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64},
+    "pretrain": {"warmup_steps": 2, "max_steps": 10, "batch_size": 8, "mlm_probability": 0.15, "log_every": 5,
+                 "eval_every": 5, "checkpoint_every": 5,
+                 "random_offsets": False},  # fixed cuts of the blocks: the tiny tests reason about them
+    "evaluate": {"passes": 1},
+    "fill_mask_report": {"top_k": 3, "prompts": [
+        {"text": "The baker sold <mask> warm coat.", "answers": ["a"]},
+        {"text": "My neighbour found the map near the <mask>.", "answers": ["river"]},
+    ]},
+}
 
 
 def tiny_params(*, family: str = "modernbert", kind: Optional[str] = None, source: str = CORPUS_FILE,
                 **sections: Mapping[str, Any]) -> dict:
-    """A params mapping with the structure of the project's params.yaml, sized for a ~30 s `dvc repro`.
+    """The project's params.yaml with ``TINY``'s changes, sized for a ~30 s `dvc repro`: every key is there (so
+    `dvc exp run -S key=...` can set any key, as in the project), in params.yaml's order.
 
     ``family`` picks model.family and, unless ``kind`` is given, the tokenizer kind it usually takes
-    (the first of its record's ``kinds``: bert/distilbert wordpiece, roberta/modernbert bpe). Keyword sections (``pretrain={...}``)
-    are merged into the defaults key by key.
+    (the first of its record's ``kinds``: bert/distilbert wordpiece, roberta/modernbert bpe). Keyword sections
+    (``pretrain={...}``) are merged key by key; a value that is not a mapping replaces the section.
     """
-    if kind is None:
-        from mlmpipe.families import FAMILIES
-
-        kind = FAMILIES[family].kinds[0]
-    p = {
-        "seed": 42,
-        "paths": {"corpus": "data/corpus", "tokenizer": "data/tokenizer", "tokenized": "data/tokenized",
-                  "model_init": "data/model_init", "model": "data/model", "checkpoints": "data/checkpoints",
-                  "metrics": "metrics"},
-        "fetch_corpus": {"source": source, "format": "auto", "txt_mode": "paragraph", "text_column": "text",
-                         "sha256": None, "min_chars": 40, "dedupe": True, "max_documents": 200, "errors": "strict",
-                         "validation_fraction": 0.1, "validation_source": None},
-        "train_tokenizer": {"kind": kind, "vocab_size": 300, "min_frequency": 2, "lowercase": False, "from": None},
-        "tokenize_group": {"mode": "group", "block_size": 32, "num_proc": 1},
-        "model": {"family": family, "layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "dropout": 0.0,
-                  "next_sentence": False},
-        "build_model": {"init": "scratch", "checkpoint": None},
-        "pretrain": {"launcher": "python", "lr": 0.002, "schedule": "linear", "warmup_steps": 2, "max_steps": 10,
-                     "batch_size": 8, "grad_accum": 1, "mixed_precision": "auto", "mlm_probability": 0.15,
-                     "whole_word": False, "log_every": 5, "eval_every": 5, "checkpoint_every": 5},
-        "evaluate": {"mlm_probability": 0.15, "seed": 1234, "batch_size": 32, "passes": 1, "baseline": True},
-        "fill_mask_report": {"top_k": 3, "prompts": [
-            {"text": "The baker sold <mask> warm coat.", "answers": ["a"]},
-            {"text": "My neighbour found the map near the <mask>.", "answers": ["river"]},
-        ]},
-    }
-    p["pretrain"]["random_offsets"] = False  # fixed cuts of the blocks: the tiny tests reason about them
-    for name, values in sections.items():
-        if isinstance(values, Mapping) and isinstance(p.get(name), dict):
-            p[name].update(values)
-        else:
-            p[name] = values
-    return _with_every_key(p)
-
-
-def _with_every_key(p: dict) -> dict:
-    """``p`` with every key of the project's params.yaml that it leaves out, at params.yaml's value (so that
-    `dvc exp run -S key=...` can set any key there, as in the project), in params.yaml's order."""
+    from mlmpipe.families import FAMILIES
     from mlmpipe.params import load_yaml
 
-    full = load_yaml((PROJECT / "params.yaml").read_text(encoding="utf-8"))
-    out = {}
-    for name, value in full.items():
-        mine = p.get(name, value)
-        out[name] = {**value, **mine} if isinstance(value, dict) and isinstance(mine, dict) else mine
-    out.update({k: v for k, v in p.items() if k not in out})
-    return out
+    p = load_yaml((PROJECT / "params.yaml").read_text(encoding="utf-8"))
+    changes = [TINY, {"fetch_corpus": {"source": source}, "train_tokenizer": {"kind": kind or FAMILIES[family].kinds[0]},
+                      "model": {"family": family}}, sections]
+    for change in changes:
+        for name, values in change.items():
+            if isinstance(values, Mapping) and isinstance(p.get(name), dict):
+                p[name] = {**p[name], **copy.deepcopy(dict(values))}
+            else:
+                p[name] = copy.deepcopy(values)
+    return p
 
 
 def dump_params(params: Mapping[str, Any]) -> str:
@@ -284,7 +230,7 @@ def make_repo(dest: Path, params: Optional[Mapping[str, Any]] = None, *, corpus:
     shutil.copytree(PROJECT / "src", dest / "src", ignore=_IGNORE)
     (dest / "data" / "raw").mkdir(parents=True)
     shutil.copy2(PROJECT / "data" / "raw" / "README.md", dest / "data" / "raw" / "README.md")
-    (dest / CORPUS_FILE).write_text(tiny_corpus_text() if corpus is None else corpus, encoding="utf-8")
+    (dest / CORPUS_FILE).write_text(corpus_text("everyday") if corpus is None else corpus, encoding="utf-8")
     repo.write_params(tiny_params() if params is None else params)
 
     _check(repo.git("init", "-q", "-b", "main"), "git init")

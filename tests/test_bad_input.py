@@ -22,7 +22,8 @@ from typing import Any, Callable, NamedTuple
 
 import pytest
 
-from pipeline_repo import VENV_BIN, PipelineRepo, last_line, make_repo, tiny_corpus_text, tiny_params
+from corpora import corpus_text
+from pipeline_repo import VENV_BIN, PipelineRepo, last_line, make_repo, tiny_params
 
 # Stages run directly, in order, to give the cases their inputs (pretrain with few steps).
 SETUP_STAGES = ("fetch_corpus", "train_tokenizer", "tokenize_group", "build_model", "pretrain")
@@ -73,7 +74,7 @@ def _write_bad_files(bad: Path) -> None:
     assert len(good) > NON_UTF8_OFFSET + 1
     (bad / "latin1.txt").write_bytes(good[:NON_UTF8_OFFSET] + b"\xe9" + good[NON_UTF8_OFFSET + 1:])
     (bad / "served").mkdir()
-    (bad / "served" / "corpus.txt").write_text(tiny_corpus_text(), encoding="utf-8")
+    (bad / "served" / "corpus.txt").write_text(corpus_text("everyday"), encoding="utf-8")
 
 
 def _make_checkpoints(repo: PipelineRepo, vocab: int) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from mlmpipe import sources as S
 from mlmpipe import params as P
 from mlmpipe.corpus import CorpusError
 
-from conftest import make_docs
+from corpora import make_docs
 
 
 def one_line(e: pytest.ExceptionInfo) -> str:

@@ -15,7 +15,8 @@ from mlmpipe import training as TR
 from mlmpipe import validation as V
 from mlmpipe.masking import IGNORE, Masker, pad_batch
 
-from conftest import FAMILY_KIND, NOUNS, tiny_model_params, tiny_pretrain_params
+from conftest import FAMILY_KIND, tiny_model_params, tiny_pretrain_params
+from corpora import NOUNS
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from mlmpipe import corpus as C
 from mlmpipe import grouping as G
 
-from conftest import make_docs
+from corpora import make_docs
 
 
 @pytest.fixture(scope="module")

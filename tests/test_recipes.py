@@ -26,7 +26,6 @@ stages the change affects; which stages rerun is asserted too.
 from __future__ import annotations
 
 import math
-import random
 import re
 import shlex
 import shutil
@@ -37,6 +36,7 @@ import numpy as np
 import pytest
 import torch
 
+from corpora import corpus_text
 from pipeline_repo import PROJECT, STAGES, PipelineRepo, make_repo, run_readme, stages_run, tiny_params
 
 pytestmark = pytest.mark.slow
@@ -106,34 +106,6 @@ def assert_report_written(repo: PipelineRepo) -> None:
     assert fm["prompts"] == 2 and all(len(r["predictions"]) == 3 for r in fm["results"])
 
 
-# A second tiny corpus on another topic (cooking), for domain adaptation. It uses only characters of
-# the default tiny corpus, so the checkpoint's WordPiece vocabulary covers it without [UNK] words
-# (WordPiece turns a whole word with an unknown character into [UNK]).
-_C_SUBJECTS = ["The chef", "A hungry cook", "My aunt", "The head waiter", "Our kitchen helper", "The pastry cook",
-               "A hotel chef", "His uncle", "The young cook", "Her mother", "The farmer", "Our host"]
-_C_VERBS = ["boiled", "fried", "tasted", "chopped", "roasted", "stirred", "baked", "seasoned", "peeled",
-            "grilled", "poured", "mixed"]
-_C_OBJECTS = ["the onions", "a pot of rice", "the fresh fish", "some garlic", "the tomato sauce", "a bowl of soup",
-              "the chicken", "the carrots", "a loaf of bread", "the mushrooms", "some butter", "the lemon cake"]
-_C_MANNER = ["with olive oil", "in a hot pan", "over a low flame", "with black pepper", "for ten minutes",
-             "until it was golden", "with a pinch of salt", "in the big oven", "on the iron grill",
-             "with fresh herbs"]
-_C_ENDINGS = ["for the evening meal.", "before the guests arrived.", "and served it hot.", "and let it cool.",
-              "for the family dinner.", "as the recipe said.", "and cleaned the kitchen.", "for the Monday lunch."]
-
-
-def cooking_corpus_text(n_sentences: int = 360, per_paragraph: int = 3, seed: int = 11) -> str:
-    rng = random.Random(seed)
-    out, seen = [], set()
-    while len(out) < n_sentences:
-        s = " ".join(rng.choice(part) for part in (_C_SUBJECTS, _C_VERBS, _C_OBJECTS, _C_MANNER, _C_ENDINGS))
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    paras = [" ".join(out[i:i + per_paragraph]) for i in range(0, len(out), per_paragraph)]
-    return "\n\n".join(paras) + "\n"
-
-
 # ---------------------------------------------------------------------------------------------
 # the runs (module scope: each is made once and shared by the tests that read it)
 
@@ -180,7 +152,7 @@ def checkpoint(tmp_path_factory, bert) -> Path:
 def adapted(tmp_path_factory, checkpoint) -> Run:
     """Repo B: another corpus, the defaults + the README's domain-adaptation overrides (+ more steps)."""
     repo = make_repo(tmp_path_factory.mktemp("recipe_adapt") / "repo",
-                     tiny_params(pretrain={"max_steps": ADAPT_STEPS}), corpus=cooking_corpus_text())
+                     tiny_params(pretrain={"max_steps": ADAPT_STEPS}), corpus=corpus_text("cooking"))
     shutil.copytree(checkpoint, repo.path / README_CKPT)  # where the README's command line points
     return exp_run(repo, "adaptation")
 

@@ -22,7 +22,8 @@ from transformers import AutoTokenizer
 from mlmpipe import model as M
 from mlmpipe import tokenizer as T
 
-from conftest import make_docs, tiny_model_params
+from conftest import tiny_model_params
+from corpora import make_docs
 
 CONSTRAINTS = Path(__file__).with_name("constraints-transformers4.txt")
 BLOCK = 32

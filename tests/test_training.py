@@ -376,7 +376,7 @@ def test_bf16_pure_tracks_autocast_and_keeps_fp32_master(bpe_tok, data, tmp_path
 def test_next_sentence_objective_loss_is_bertforpretraining_loss(wp_tok, tmp_path):
     """With sentence pairs and BertForPreTraining, the loss is BERT's: MLM mean + NSP mean (compared with
     the model's own ``loss``), and both heads learn."""
-    from conftest import make_docs
+    from corpora import make_docs
 
     docs = [np.asarray(wp_tok(d, add_special_tokens=False)["input_ids"], dtype=np.int32) for d in make_docs(90, 5)]
     pairs = G.sentence_pairs(docs, wp_tok.cls_token_id, wp_tok.sep_token_id, 40, seed=1)
