@@ -35,8 +35,9 @@ system-deps:
 test: setup system-deps plots-setup
 	$(BIN)/python -m pytest -q tests
 
+# No Debian servers, no browser, no end-to-end `dvc repro`: a few minutes on a bare machine with Python alone.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow and not servers and not browser" tests
 
 bench: setup
 	$(BIN)/python bench/speed.py

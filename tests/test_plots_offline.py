@@ -437,6 +437,7 @@ def test_template_is_self_contained(offline_template):
         assert f"/* {name}@{pins[name]} " in html, f"{name}@{pins[name]} not inlined"
 
 
+@pytest.mark.browser
 def test_cdn_page_is_blank_offline(chromium, plots_repo, tmp_path):
     """Control: the stock template must NOT render here, else the harness proves nothing."""
     from dvc_render.html import PAGE_HTML
@@ -457,6 +458,7 @@ def test_cdn_page_is_blank_offline(chromium, plots_repo, tmp_path):
         )
 
 
+@pytest.mark.browser
 def test_plots_show_renders_offline(chromium, plots_repo, tmp_path):
     repo, env = plots_repo
     out = tmp_path / "show"
@@ -468,6 +470,7 @@ def test_plots_show_renders_offline(chromium, plots_repo, tmp_path):
     _assert_screenshot_drawn(shot, ["workspace"])
 
 
+@pytest.mark.browser
 def test_plots_diff_renders_both_revisions_offline(chromium, plots_repo, tmp_path):
     repo, env = plots_repo
     out = tmp_path / "diff"

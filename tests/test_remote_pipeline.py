@@ -25,7 +25,7 @@ import pytest
 import servers
 from pipeline_repo import STAGES, PipelineRepo, make_repo, stages_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 REMOTES = ("local", "ssh", "s3")
 DATA = ("data/corpus", "data/tokenizer", "data/tokenized", "data/model_init", "data/model")

@@ -19,7 +19,7 @@ import pytest
 
 import servers
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 GIT_ID = {
     "GIT_AUTHOR_NAME": "mlmpipe tests",
