@@ -206,7 +206,9 @@ def worker_ours(spec: dict) -> dict:
     torch.manual_seed(SEED)
     model = AutoModelForMaskedLM.from_config(config)
     total = spec["warmup"] + spec["steps"]
+    # the Hugging Face recipe's masking rate and fixed block cuts, so both loops see the same work
     p = P.Pretrain(batch_size=spec["batch"], max_steps=total, mixed_precision=spec["mixed_precision"],
+                   mlm_probability=0.15, random_offsets=False,
                    sparse_head=spec["sparse_head"], num_threads=spec["threads"], log_every=10,
                    eval_every=10 ** 9, checkpoint_every=10 ** 9, compile=spec.get("compile", False),
                    attention_kernel=spec.get("attention_kernel", "auto"))
