@@ -10,8 +10,9 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: setup repro test test-fast bench system-deps clean-venv
 
-# Offline `dvc plots show`: pinned vega/vega-lite/vega-embed inlined into plots/offline_template.html.
-PLOTS_PY := $(PY)
+# Offline `dvc plots show`: plots/offline_template.html, the vega bundle of vl-convert-python (the venv's) inlined.
+PLOTS_PY := $(BIN)/python
+PLOTS_DEPS := $(STAMP)
 include plots/plots.mk
 
 setup: $(STAMP)
@@ -32,12 +33,14 @@ repro: setup plots-setup
 system-deps:
 	bash .ci/system-deps.sh
 
+# Two workers, one test file each at a time (module fixtures stay in one process): most of the suite waits on
+# subprocesses (dvc, servers, a browser), so two files side by side finish sooner even on 2 cores.
 test: setup system-deps plots-setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # No Debian servers, no browser, no end-to-end `dvc repro`: a few minutes on a bare machine with Python alone.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow and not servers and not browser" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not servers and not browser" tests
 
 bench: setup
 	$(BIN)/python bench/speed.py

@@ -3,8 +3,9 @@
 
 dvc-render's default page pulls vega, vega-lite and vega-embed from a public CDN
 (cdn.jsdelivr.net), so on a machine without internet the page stays blank. This
-script inlines the minified builds installed by `npm ci` in plots/ (versions pinned
-in plots/package.json + package-lock.json) into one HTML file that dvc fills in.
+script inlines the bundle that the vl-convert-python wheel ships (vega, vega-lite and
+vega-embed; the wheel's version is pinned in constraints.txt, the vega-lite line below)
+into one HTML file that dvc fills in. Python alone: no node, no npm, no network.
 
 The template deliberately has NO scripts placeholder: dvc-render replaces that
 placeholder with its CDN <script src=...> tags. It keeps the plot-divs placeholder
@@ -14,9 +15,9 @@ It also wraps window.vegaEmbed so that every chart dvc emits
 (`vegaEmbed('#id', spec)`, no options) is rendered as SVG by default and marks its
 div with data-vega-embed="ok" | "error" once vega-embed has finished.
 
-Usage (stdlib only):
-    python3 plots/build_template.py [--node-modules DIR] [-o OUT] [--renderer svg|canvas]
-`make plots-setup` (plots/plots.mk) runs `npm ci` and then this script.
+Usage:
+    .venv/bin/python plots/build_template.py [-o OUT] [--renderer svg|canvas]
+`make plots-setup` (plots/plots.mk, part of `make repro` and `make test`) runs it.
 """
 
 from __future__ import annotations
@@ -29,12 +30,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# Load order matters: vega-lite needs the global `vega`; vega-embed needs both.
-PACKAGES = (
-    ("vega", "build/vega.min.js"),
-    ("vega-lite", "build/vega-lite.min.js"),
-    ("vega-embed", "build/vega-embed.min.js"),
-)
+# DVC's plot templates are vega-lite v5 specs: bundle the newest vega-lite 5 that vl-convert ships.
+VEGA_LITE = "5.21"
 
 # Placeholders that dvc_render.html.HTML.embed() substitutes with str.replace().
 PLOTS_PLACEHOLDER = "{plot_divs}"
@@ -111,51 +108,39 @@ class BuildError(Exception):
     pass
 
 
-def pinned_versions(package_json: Path) -> dict[str, str]:
-    deps = json.loads(package_json.read_text(encoding="utf8")).get("dependencies", {})
-    missing = [name for name, _ in PACKAGES if name not in deps]
-    if missing:
-        raise BuildError(f"{package_json} does not pin {', '.join(missing)}")
-    return {name: deps[name] for name, _ in PACKAGES}
-
-
-def load_script(node_modules: Path, name: str, rel: str, want: str | None) -> tuple[str, str]:
-    pkg_dir = node_modules / name
-    meta_file = pkg_dir / "package.json"
-    if not meta_file.is_file():
-        raise BuildError(f"{meta_file} not found: run `make plots-setup` (npm ci in plots/) first")
-    version = json.loads(meta_file.read_text(encoding="utf8"))["version"]
-    if want is not None and version != want:
-        raise BuildError(
-            f"{name} {version} is installed but package.json pins {want}: "
-            "node_modules is stale, rerun `make plots-setup`"
-        )
-    js = (pkg_dir / rel).read_text(encoding="utf8")
+def load_bundle(vega_lite: str) -> tuple[str, str]:
+    """(versions, script): vega + vega-lite + vega-embed as one classic script that sets window.vegaEmbed."""
+    try:
+        import vl_convert
+    except ImportError:
+        raise BuildError("vl-convert-python is not installed: run `make setup` (or pip install -c constraints.txt "
+                         "vl-convert-python)") from None
+    if vega_lite not in vl_convert.get_vegalite_versions():
+        raise BuildError(f"vl-convert-python {vl_convert.__version__} has no vega-lite {vega_lite}; "
+                         f"it has {', '.join(vl_convert.get_vegalite_versions())}")
+    js = vl_convert.javascript_bundle(vl_version=f"v{vega_lite}")
     js = SOURCEMAP_RE.sub("", js).rstrip()
     # An inline script ends at the first "</script" whatever the JS context, so escape
     # it ("<\/" is the same string/regex in JS). "<!--" can switch the HTML tokenizer
     # into an escaped state and has no safe generic rewrite: refuse it. Neither occurs
-    # in the pinned builds.
+    # in the pinned bundle.
     js = re.sub(r"</(script)", r"<\\/\1", js, flags=re.IGNORECASE)
     if "<!--" in js:
-        raise BuildError(f"{name}/{rel} contains '<!--'; cannot inline it safely")
+        raise BuildError("the vl-convert bundle contains '<!--'; cannot inline it safely")
     for ph in ALL_PLACEHOLDERS:
         if ph in js:
-            raise BuildError(f"{name}/{rel} contains {ph!r}, which dvc would substitute")
-    return version, js
+            raise BuildError(f"the vl-convert bundle contains {ph!r}, which dvc would substitute")
+    versions = (f"vega@{vl_convert.get_vega_version()}, vega-lite@{vega_lite}, "
+                f"vega-embed@{vl_convert.get_vega_embed_version()} (vl-convert-python {vl_convert.__version__})")
+    return versions, js
 
 
-def build(node_modules: Path, package_json: Path | None, renderer: str) -> str:
-    want = pinned_versions(package_json) if package_json else {}
-    blocks, versions = [], []
-    for name, rel in PACKAGES:
-        version, js = load_script(node_modules, name, rel, want.get(name))
-        versions.append(f"{name}@{version}")
-        blocks.append(f"    <script>/* {name}@{version} ({rel}) */\n{js}\n    </script>")
+def build(renderer: str, vega_lite: str = VEGA_LITE) -> str:
+    versions, js = load_bundle(vega_lite)
     shim = SHIM_JS.replace("__RENDERER__", json.dumps(renderer))
-    blocks.append(f"    <script>\n{shim}    </script>")
+    blocks = [f"    <script>/* {versions} */\n{js}\n    </script>", f"    <script>\n{shim}    </script>"]
     page = (
-        PAGE.replace("__VERSIONS__", ", ".join(versions))
+        PAGE.replace("__VERSIONS__", versions)
         .replace("__REFRESH__", REFRESH_PLACEHOLDER)
         .replace("__PLOTS__", PLOTS_PLACEHOLDER)
         .replace("__SCRIPTS__", "\n".join(blocks))
@@ -170,12 +155,6 @@ def build(node_modules: Path, package_json: Path | None, renderer: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--node-modules", type=Path, default=HERE / "node_modules")
-    ap.add_argument(
-        "--package-json",
-        default=str(HERE / "package.json"),
-        help="check installed versions against this file's pins ('' to skip)",
-    )
     ap.add_argument("-o", "--output", type=Path, default=HERE / "offline_template.html")
     ap.add_argument(
         "--renderer",
@@ -184,9 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         help="default vega renderer (svg keeps marks inspectable in the DOM)",
     )
     args = ap.parse_args(argv)
-    package_json = Path(args.package_json) if args.package_json else None
     try:
-        page = build(args.node_modules, package_json, args.renderer)
+        page = build(args.renderer)
     except BuildError as exc:
         print(f"build_template: error: {exc}", file=sys.stderr)
         return 1

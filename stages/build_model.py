@@ -1,10 +1,11 @@
 """Stage build_model: a random-init model from a config, or a checkpoint -> paths.model_init."""
-from pathlib import Path
 
 from _stage import params, run
 
-from mlmpipe.outputs import atomic_dir, write_json
+from mlmpipe.outputs import atomic_dir, write_report
 from mlmpipe.params import check_family, check_next_sentence
+
+FIGURES = {"params_total": "params_total", "params_non_embedding": "params_non_embedding"}  # metrics/model.json
 
 
 def main() -> None:
@@ -23,7 +24,7 @@ def main() -> None:
     with atomic_dir(paths.model_init) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
     info = {"init": p.init, "checkpoint": p.checkpoint, "preset": m.preset, **model_info.describe(model)}
-    write_json(Path(paths.metrics) / "model.json", info)
+    write_report(paths.metrics, "model", info, FIGURES)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ from pathlib import Path
 from _stage import params, run
 
 from mlmpipe import corpus, sources
-from mlmpipe.outputs import atomic_dir, write_json
+from mlmpipe.outputs import atomic_dir, write_report
+
+# metrics/corpus.json: name -> key of the record (metrics/details/corpus.json)
+FIGURES = {k: k for k in ("documents", "train_documents", "validation_documents", "bytes")}
 
 
 def main() -> None:
@@ -27,7 +30,7 @@ def main() -> None:
         for f in scratch.iterdir():
             f.unlink()
         scratch.rmdir()
-    write_json(Path(paths.metrics) / "corpus.json", {"source": p.source, **stats})
+    write_report(paths.metrics, "corpus", {"source": p.source, **stats}, FIGURES)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ from pathlib import Path
 
 from _stage import params, run
 
-from mlmpipe.outputs import atomic_dir, write_json, write_text
+from mlmpipe.outputs import atomic_dir, write_json, write_report, write_text
+
+FIGURES = {"tok_s": "tokens_per_s"}  # metrics/train.json <- the summary in metrics/details/train.json
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -39,7 +41,7 @@ def main() -> None:
             write_json(tmp / "training_params.json", {"seed": seed, "block_size": block_size, **asdict(p)})
         write_text(Path(paths.metrics) / "curve_train.csv", csv_text(hist.train))
         write_text(Path(paths.metrics) / "curve_val.csv", csv_text(hist.val))
-        write_json(Path(paths.metrics) / "train.json", summary)
+        write_report(paths.metrics, "train", summary, FIGURES)
         checkpoints.clear_checkpoints(paths.checkpoints)
 
 

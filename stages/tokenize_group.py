@@ -3,7 +3,10 @@ from pathlib import Path
 
 from _stage import params, run
 
-from mlmpipe.outputs import atomic_dir, write_json
+from mlmpipe.outputs import atomic_dir, write_json, write_report
+
+# metrics/tokenized.json: name -> key of the record (metrics/details/tokenized.json)
+FIGURES = {k: k for k in ("train_examples", "train_tokens", "validation_examples", "train_padding_fraction")}
 
 
 def main() -> None:
@@ -26,7 +29,7 @@ def main() -> None:
             del ds
         grouping.clear_scratch(tmp / ".scratch")
         write_json(tmp / "meta.json", {"mode": p.mode, "block_size": p.block_size})
-    write_json(Path(paths.metrics) / "tokenized.json", metrics)
+    write_report(paths.metrics, "tokenized", metrics, FIGURES)
 
 
 if __name__ == "__main__":

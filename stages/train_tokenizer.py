@@ -1,10 +1,11 @@
 """Stage train_tokenizer: train a tokenizer on the training split only (or reuse one) -> paths.tokenizer."""
-from pathlib import Path
 
 from _stage import params, run
 
 from mlmpipe import corpus
-from mlmpipe.outputs import atomic_dir, write_json
+from mlmpipe.outputs import atomic_dir, write_report
+
+FIGURES = {"vocab_size": "vocab_size", "fertility": "fertility"}  # metrics/tokenizer.json <- details/tokenizer.json
 
 
 def main() -> None:
@@ -20,7 +21,7 @@ def main() -> None:
         tokenizer.save(tok, tmp)
     validation = list(corpus.read_split(paths.corpus, "validation"))
     stats = tokenizer.stats(tok, p.vocab_size, validation)
-    write_json(Path(paths.metrics) / "tokenizer.json", {"source": p.from_dir or "trained", **stats})
+    write_report(paths.metrics, "tokenizer", {"source": p.from_dir or "trained", **stats}, FIGURES)
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ def make_repo(dest: Path, params: Optional[Mapping[str, Any]] = None, *, corpus:
               commit: bool = True, corpus_in_git: bool = True) -> PipelineRepo:
     """Create a git + DVC repo at ``dest`` from this project with ``params`` (default ``tiny_params()``).
 
-    Copies dvc.yaml, stages/, src/, data/raw/README.md, .gitignore and .dvc/config; writes the tiny
+    Copies dvc.yaml, stages/, src/, data/raw/README.md, .gitignore, .dvc/config and .dvc/plots/; writes the tiny
     corpus to data/raw/tiny.txt (``corpus`` overrides its text); runs ``git init`` and ``dvc init``
     and, with ``commit``, commits everything (the corpus force-added, since .gitignore ignores
     data/raw/*, unless ``corpus_in_git`` is false) so that a clone has the pipeline's input too.
@@ -236,6 +236,7 @@ def make_repo(dest: Path, params: Optional[Mapping[str, Any]] = None, *, corpus:
     _check(repo.git("init", "-q", "-b", "main"), "git init")
     _check(repo.dvc("init", "-q"), "dvc init")
     shutil.copy2(PROJECT / ".dvc" / "config", dest / ".dvc" / "config")
+    shutil.copytree(PROJECT / ".dvc" / "plots", dest / ".dvc" / "plots")  # the project's plot templates
     if commit:
         _check(repo.git("add", "-A"), "git add")
         if corpus_in_git:

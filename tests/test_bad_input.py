@@ -111,7 +111,7 @@ def ctx(tmp_path_factory):
         rc, out, err = repo.stage(stage)
         assert rc == 0, f"setup stage {stage} failed:\n{err[-3000:]}"
     _write_bad_files(repo.path / "bad")
-    vocab = repo.read_json("metrics/tokenizer.json")["vocab_size"]
+    vocab = repo.read_json("metrics/details/tokenizer.json")["vocab_size"]
     pos16, wrong_vocab = _make_checkpoints(repo, vocab)
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(repo.path / "bad" / "served")))

@@ -38,7 +38,7 @@ def test_two_processes_match_one(tmp_path):
     assert repo.params()["pretrain"]["launcher"] == "torchrun --standalone --nproc_per_node 2"
     assert "pretrain" in stages_run(out) and "build_model" not in stages_run(out)
     two = curve(repo)
-    assert repo.read_json("metrics/train.json")["processes"] == 2
+    assert repo.read_json("metrics/details/train.json")["processes"] == 2
     assert [s for s, _ in one] == [s for s, _ in two] == list(range(1, 9))
     for (_, a), (_, b) in zip(one, two):
         assert b == pytest.approx(a, rel=2e-3, abs=2e-3)  # same masks and batches; only reduction order differs

@@ -76,3 +76,13 @@ def test_pretrain_runs_no_evaluate_or_build_only_code():
     deps = set(STAGES["pretrain"]["deps"]) | closure("stages/pretrain.py")
     assert "src/mlmpipe/validation.py" in deps  # what training needs for its validation curve
     assert deps.isdisjoint(STAGE_ONLY), sorted(deps & set(STAGE_ONLY))
+
+
+def test_the_model_artifact_is_the_release_folder():
+    """DVC does not template `artifacts:`; its path must still be the one params.yaml gives the release folder."""
+    from mlmpipe.params import read_params
+
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    release = read_params(ROOT / "params.yaml")["paths"]["release"]
+    assert spec["artifacts"]["mlm"] == {**spec["artifacts"]["mlm"], "path": release, "type": "model"}
+    assert "${paths.release}" in spec["stages"]["fill_mask_report"]["outs"]

@@ -22,9 +22,11 @@ LR = 0.003  # the README's `dvc exp run -S pretrain.lr=0.003`
 GRID_SEEDS = (1, 2)
 QUEUE_TIMEOUT_S = 600
 # (metrics file, key) that `dvc exp show` must have a column for
-METRIC_COLUMNS = (("metrics/eval.json", "perplexity"), ("metrics/eval.json", "top1_accuracy"),
-                  ("metrics/train.json", "tokens_per_s"), ("metrics/train.json", "train_time_s"),
-                  ("metrics/model.json", "params_total"))
+METRIC_COLUMNS = (("metrics/eval.json", "ppl"), ("metrics/eval.json", "top1"), ("metrics/eval.json", "top5"),
+                  ("metrics/train.json", "tok_s"), ("metrics/fill_mask.json", "cloze@1"),
+                  ("metrics/fill_mask.json", "cloze@k"), ("metrics/model.json", "params_total"))
+# what a new learning rate can change among the metrics: the headline figures, nothing descriptive
+HEADLINE = {"tok_s", "ppl", "top1", "top5", "cloze@1", "cloze@k"}
 
 
 def ok(result: tuple[int, str, str], what: str) -> str:
@@ -88,7 +90,7 @@ def test_exp_show_json_columns(lr_exp: Exp):
         for path, key in METRIC_COLUMNS:
             assert isinstance(data["metrics"][path]["data"][key], (int, float)), (name, path, key)
     base, exp = (rows[n]["metrics"]["metrics/eval.json"]["data"] for n in ("main", lr_exp.name))
-    assert base["perplexity"] != exp["perplexity"]
+    assert base["ppl"] != exp["ppl"]
 
 
 def test_exp_show_csv_columns(lr_exp: Exp):
@@ -119,8 +121,8 @@ def test_metrics_diff(lr_exp: Exp):
     assert not {"metrics/corpus.json", "metrics/tokenizer.json", "metrics/tokenized.json",
                 "metrics/model.json"} & set(changed), changed
     head_eval = json.loads(ok(repo.git("show", "HEAD:metrics/eval.json"), "git show"))
-    ppl = changed["metrics/eval.json"]["perplexity"]
-    assert ppl["old"] == head_eval["perplexity"] and ppl["new"] != ppl["old"]
+    ppl = changed["metrics/eval.json"]["ppl"]
+    assert ppl["old"] == head_eval["ppl"] and ppl["new"] != ppl["old"]
     assert ppl["diff"] == pytest.approx(ppl["new"] - ppl["old"])
 
     every = json.loads(ok(repo.dvc("metrics", "diff", "--all", "HEAD", lr_exp.name, "--json"), "dvc metrics diff"))
@@ -153,9 +155,10 @@ def test_readme_experiments_block(lr_exp: Exp):
     lines = readme_block("dvc exp run --queue")
     assert [re.sub(r"\s+#\s.*$", "", ln).split(" <")[0] for ln in lines] == [
         "dvc exp run -S pretrain.lr=0.003", "dvc exp run --queue -S 'pretrain.lr=0.001,0.002,0.003'",
-        "dvc queue start -j 1", "dvc exp show --only-changed", "dvc params diff main", "dvc metrics diff main",
-        "dvc plots diff main", "dvc exp apply"], lines
-    one, queue, start, show, pdiff, mdiff, plots, apply = lines
+        "dvc queue start -j 1", "dvc exp show --only-changed --drop 'Created|State|Executor|data/|metrics/curve'",
+        "dvc exp show --drop '.*' --keep 'Experiment|pretrain\\.lr|ppl|top1|cloze@1|tok_s' --sort-by ppl --md",
+        "dvc params diff main", "dvc metrics diff main", "dvc plots diff main", "dvc exp apply"], lines
+    one, queue, start, show, md, pdiff, mdiff, plots, apply = lines
     assert one == readme_command(f"dvc exp run -S pretrain.lr={LR} ")  # lr_exp ran it, as written
 
     out = ok(run_readme(repo, queue), queue)
@@ -166,11 +169,19 @@ def test_readme_experiments_block(lr_exp: Exp):
     for n in names:
         assert re.search(rf"\b{re.escape(n)}\b.*\sSuccess\s*$", status, re.M), status
 
-    table = ok(run_readme(repo, show, env={"COLUMNS": "250"}), show)
+    table = ok(run_readme(repo, show, env={"COLUMNS": "120"}), show)
+    assert "…" not in table and max(map(len, table.splitlines())) <= 120, table  # nothing cut, nothing wider
+    header = table.splitlines()[1].split()
+    assert header[0] == "Experiment" and "pretrain.lr" in header and {"ppl", "top1", "tok_s"} <= set(header), table
+    assert set(header) - {"Experiment", "pretrain.lr"} <= HEADLINE, table  # no descriptive metric columns
     for lr in ("0.001", "0.002", "0.003"):
         assert re.search(rf"\b{lr}\b", table), table
+    rows = [r for r in ok(run_readme(repo, md), md).splitlines() if r.strip()]
+    assert [c.strip() for c in rows[0].strip("|").split("|")] == ["Experiment", "tok_s", "ppl", "top1", "cloze@1",
+                                                                   "pretrain.lr"], rows
+    assert len(rows) == 2 + 2 + 4 and all(r.startswith("|") for r in rows), rows  # workspace, main, 4 exps
     assert "0.003" in ok(run_readme(repo, pdiff), pdiff)
-    assert "perplexity" in ok(run_readme(repo, mdiff), mdiff)
+    assert "ppl" in ok(run_readme(repo, mdiff), mdiff)
     ok(run_readme(repo, plots), plots)
     ok(run_readme(repo, apply.replace("<exp-name>", names[-1])), apply)
     assert repo.params()["pretrain"]["lr"] in (0.001, 0.002, 0.003)
@@ -239,11 +250,12 @@ def test_grid_produces_two_experiments(grid: Grid):
     assert sorted(evals) == list(GRID_SEEDS)
     # another masking seed: another evaluation of the same model
     assert evals[1] != evals[2] and head_eval not in evals.values()
-    assert all(ev["perplexity"] > 0 for ev in evals.values())
+    assert all(ev["ppl"] > 0 for ev in evals.values())
 
 
 def test_grid_reruns_only_evaluate(grid: Grid):
     """A queued experiment runs in a fresh temporary workspace; one that changes only an evaluate param
-    reruns evaluate and takes everything else, the trained model included, as it is."""
+    reruns evaluate (and the report, whose model card states its results) and takes everything else, the
+    trained model included, as it is."""
     for name, log in grid.logs.items():
-        assert stages_run(log) == ["evaluate"], f"{name}:\n{log[-3000:]}"
+        assert stages_run(log) == ["evaluate", "fill_mask_report"], f"{name}:\n{log[-3000:]}"

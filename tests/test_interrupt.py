@@ -139,10 +139,11 @@ def test_sigkill_three_times_then_resume_matches_uninterrupted(tmp_path):
     rc, out, err = repo.repro()
     assert rc == 0, err[-2000:]
     assert "resuming from" in err
-    train = repo.read_json("metrics/train.json")
+    train = repo.read_json("metrics/details/train.json")
     assert train["steps"] == STEPS and train["resumed_from_step"] >= KILL_AT[-1]
     assert sha(repo.path / "data/model/model.safetensors") == sha(ref.path / "data/model/model.safetensors")
-    for name in ("eval.json", "fill_mask.json", "curve_train.csv", "curve_val.csv"):
+    for name in ("eval.json", "details/eval.json", "fill_mask.json", "details/fill_mask.json", "curve_train.csv",
+                 "curve_val.csv"):
         assert (repo.path / "metrics" / name).read_bytes() == (ref.path / "metrics" / name).read_bytes(), name
     rc, out, err = repo.dvc("status")
     assert rc == 0 and "Data and pipelines are up to date." in out, out + err
@@ -166,4 +167,4 @@ def test_sigterm_writes_checkpoint_and_says_how_to_resume(tmp_path):
     assert not (repo.path / "data" / "model").exists()
     rc, out, err = repo.repro()
     assert rc == 0 and f"resuming from data/checkpoints/step-{step:07d}" in err, err[-2000:]
-    assert repo.read_json("metrics/train.json")["resumed_from_step"] == step
+    assert repo.read_json("metrics/details/train.json")["resumed_from_step"] == step

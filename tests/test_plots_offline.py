@@ -1,19 +1,22 @@
 """`dvc plots show` / `dvc plots diff` must render without network access.
 
 dvc-render's default page loads vega, vega-lite and vega-embed from a CDN. The repo
-points `plots.html_template` (.dvc/config) at plots/offline_template.html, built by
-plots/build_template.py from the npm-pinned builds in plots/node_modules, with the
-scripts inlined. These tests build that template, run real `dvc plots show/diff` in
-a throwaway git+DVC repo, open the page in headless Chromium with every network
-request forced to fail, and check in the DOM (and the screenshot) that the charts
-were drawn.
+points `plots.html_template` (.dvc/config) at plots/offline_template.html (committed, so
+a fresh clone draws offline), built by plots/build_template.py from the vega bundle of the
+pinned vl-convert-python wheel, with the scripts inlined. These tests build that template,
+run real `dvc plots show/diff` in throwaway git+DVC repos (a synthetic one, and one with
+the project's own dvc.yaml plots and committed curves), open the page in headless Chromium
+with every network request forced to fail, and check in the DOM (and the screenshot) that
+each chart was drawn, once, with its marks; `dvc plots show --json` gives the specs'
+fields, types and titles.
 
-Needs: `make plots-setup` (npm ci in plots/) and the Debian `chromium` package
-(.ci/system-deps.sh). Without them the tests skip, except under CI=true, where they fail.
+Needs: the Debian `chromium` package (.ci/system-deps.sh) for the `browser` tests. Without
+it they skip, except under CI=true, where they fail.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -31,7 +34,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PLOTS_DIR = ROOT / "plots"
 BUILD_SCRIPT = PLOTS_DIR / "build_template.py"
-NODE_MODULES = PLOTS_DIR / "node_modules"
+TEMPLATE = PLOTS_DIR / "offline_template.html"
 DVC = [sys.executable, "-m", "dvc"]
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -135,7 +138,7 @@ class PlotDom(HTMLParser):
         self.plot_ids = set(plot_ids)
         self.plots = {
             pid: {"found": False, "embed": None, "error": None, "svg": 0, "canvas": 0,
-                  "lines": [], "texts": []}
+                  "lines": [], "bars": 0, "texts": []}
             for pid in plot_ids
         }
         self.remote_refs = []  # (tag, attr, value) pointing at http(s) or //host
@@ -174,6 +177,8 @@ class PlotDom(HTMLParser):
             plot["lines"].append(
                 {"label": a.get("aria-label") or "", "vertices": len(re.findall(r"[ML]", d))}
             )
+        elif a.get("aria-roledescription") == "bar":
+            plot["bars"] += 1
         elif tag == "text":
             self._in_text = True
             plot["texts"].append("")
@@ -292,8 +297,6 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def offline_template(tmp_path_factory) -> Path:
-    missing = [p for p in ("vega", "vega-lite", "vega-embed") if not (NODE_MODULES / p / "package.json").is_file()]
-    _require(not missing, f"plots/node_modules lacks {', '.join(missing)}: run `make plots-setup`")
     out = tmp_path_factory.mktemp("template") / "offline_template.html"
     _run([sys.executable, str(BUILD_SCRIPT), "-o", str(out)], cwd=ROOT)
     return out
@@ -367,8 +370,8 @@ def _render(chromium: str, page: Path, workdir: Path, name: str):
     return dom, shot
 
 
-def _parse(dom: str) -> PlotDom:
-    parser = PlotDom(["loss", "lr"])
+def _parse(dom: str, plot_ids=("loss", "lr")) -> PlotDom:
+    parser = PlotDom(plot_ids)
     parser.feed(dom)
     parser.close()
     return parser
@@ -432,9 +435,21 @@ def test_template_is_self_contained(offline_template):
     assert html.count("{plot_divs}") == 1
     assert "{scripts}" not in html, "the scripts placeholder would pull the CDN tags back in"
     assert not re.search(r"""\b(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
-    pins = json.loads((PLOTS_DIR / "package.json").read_text(encoding="utf8"))["dependencies"]
-    for name in ("vega", "vega-lite", "vega-embed"):
-        assert f"/* {name}@{pins[name]} " in html, f"{name}@{pins[name]} not inlined"
+    import vl_convert
+
+    versions = re.search(r"/\* (vega@.*?) \*/", html)
+    assert versions, "no version comment in front of the inlined bundle"
+    assert versions.group(1) == (f"vega@{vl_convert.get_vega_version()}, vega-lite@5.21, "
+                                 f"vega-embed@{vl_convert.get_vega_embed_version()} "
+                                 f"(vl-convert-python {vl_convert.__version__})"), versions.group(1)
+
+
+def test_committed_template_is_current(offline_template):
+    """A fresh clone draws offline before any set-up: the committed page is what the pinned wheel builds."""
+    assert TEMPLATE.is_file(), f"{TEMPLATE} is not in the checkout"
+    assert TEMPLATE.read_bytes() == offline_template.read_bytes(), (
+        f"{TEMPLATE} differs from what plots/build_template.py builds with this vl-convert-python: "
+        "run `make plots-setup` and commit it")
 
 
 @pytest.mark.browser
@@ -482,3 +497,127 @@ def test_plots_diff_renders_both_revisions_offline(chromium, plots_repo, tmp_pat
     dom, shot = _render(chromium, page, tmp_path, "diff")
     _assert_drawn(_parse(dom), revs={"v1", "v2"})
     _assert_screenshot_drawn(shot, ["v1", "v2"])  # dvc colours revisions in order
+
+
+# ------------------------------------------------------------ the project's own plots
+
+# dvc.yaml's top-level plots: id -> (mark, x field, x type, y field(s), y type)
+PROJECT_PLOTS = {
+    "loss": ("line", "step", "quantitative", ("loss", "val_loss"), "quantitative"),
+    "learning_rate": ("line", "step", "quantitative", ("lr",), "quantitative"),
+    "val_top1": ("line", "step", "quantitative", ("val_top1",), "quantitative"),
+    "top1_by_frequency": ("bar", "top1", "quantitative", ("bucket",), "nominal"),
+    "top5_by_frequency": ("bar", "top5", "quantitative", ("bucket",), "nominal"),
+}
+PROJECT_CSVS = ("curve_train.csv", "curve_val.csv", "eval_by_frequency.csv")
+KEEP = {"step", "bucket", "tokens"}  # columns a second revision keeps as they are
+
+
+def _write_project_csvs(repo: Path, factor: float) -> None:
+    """The committed curves and buckets of the default run, every figure times factor (a second revision)."""
+    (repo / "metrics").mkdir(exist_ok=True)
+    for name in PROJECT_CSVS:
+        with open(ROOT / "metrics" / name, newline="", encoding="utf8") as f:
+            rows = list(csv.DictReader(f))
+        with open(repo / "metrics" / name, "w", newline="", encoding="utf8") as f:
+            out = csv.DictWriter(f, fieldnames=list(rows[0]))
+            out.writeheader()
+            out.writerows({k: v if k in KEEP else f"{float(v) * factor:.6g}" for k, v in r.items()} for r in rows)
+
+
+def _csv_rows(name: str) -> list[dict]:
+    with open(ROOT / "metrics" / name, newline="", encoding="utf8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def project_plots_repo(tmp_path_factory):
+    """A git+DVC repo with the project's dvc.yaml, params.yaml, plot template and committed template, and the
+    committed curves at tag v1 and 0.8 times them at v2."""
+    repo = tmp_path_factory.mktemp("project_plots")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(repo.parent / "dvc_site_cache"),
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    git = ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"]
+    _run([*git, "init", "-q"], repo, env)
+    _run([*DVC, "init", "-q"], repo, env)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(ROOT / name, repo / name)
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
+    (repo / "plots").mkdir()
+    shutil.copy2(TEMPLATE, repo / "plots" / TEMPLATE.name)  # as committed: no set-up step
+    _run([*DVC, "config", "plots.html_template", _project_template_setting()], repo, env)
+    _write_project_csvs(repo, 1.0)
+    _run([*git, "add", "-A"], repo, env)
+    _run([*git, "commit", "-q", "-m", "v1"], repo, env)
+    _run([*git, "tag", "v1"], repo, env)
+    _write_project_csvs(repo, 0.8)
+    _run([*git, "commit", "-q", "-am", "v2"], repo, env)
+    _run([*git, "tag", "v2"], repo, env)
+    return repo, env
+
+
+def _y_encodings(spec: dict) -> list[dict]:
+    """Every y encoding in a (layered) vega-lite spec."""
+    found = [spec["encoding"]["y"]] if "y" in spec.get("encoding", {}) else []
+    for layer in spec.get("layer", []):
+        found += _y_encodings(layer)
+    return found
+
+
+def test_project_plots_spec(project_plots_repo):
+    """Each chart of dvc.yaml once, with its real x (the step, or the accuracy for bars), types and titles."""
+    repo, env = project_plots_repo
+    data = json.loads(_run([*DVC, "plots", "show", "--json"], repo, env).stdout)["data"]
+    assert sorted(data) == sorted(PROJECT_PLOTS), f"charts drawn: {sorted(data)}"  # nothing else, nothing twice
+    for pid, (mark, x_field, x_type, y_fields, y_type) in PROJECT_PLOTS.items():
+        (item,) = data[pid]
+        spec = item["content"]
+        assert item["type"] == "vega" and spec["title"]["text"], pid
+        x = spec["encoding"]["x"]
+        assert (x["field"], x["type"]) == (x_field, x_type) and x["title"], (pid, x)
+        ys = _y_encodings(spec)
+        assert ys and all(y["type"] == y_type and y["title"] for y in ys), (pid, ys)
+        values = spec["data"]["values"]
+        if mark == "bar":
+            assert spec["mark"]["type"] == "bar" and x["scale"]["domain"] == [0, 1] and "%" in x["axis"]["format"]
+            assert {y["field"] for y in ys} == {"bucket"}
+            buckets = [r["bucket"] for r in _csv_rows("eval_by_frequency.csv")]
+            assert [v["bucket"] for v in values] == buckets and all(0 <= float(v[x_field]) <= 1 for v in values)
+        else:
+            if len(y_fields) == 1:
+                assert {y["field"] for y in ys} == set(y_fields), (pid, ys)
+            else:  # several series in one chart: DVC draws one inferred y, told apart by file and field
+                series = {v["filename::field"].split("::")[1] for v in values}
+                assert series == set(y_fields), (pid, series)
+            # the real optimizer steps, not the row number
+            steps = {r["step"] for name in PROJECT_CSVS[:2] for r in _csv_rows(name) if set(y_fields) & set(r)}
+            assert {v["step"] for v in values} == steps and min(map(int, steps)) >= 100, (pid, sorted(steps))
+            assert x["title"] == "optimizer step"
+
+
+@pytest.mark.browser
+def test_project_plots_diff_draws_every_chart(chromium, project_plots_repo, tmp_path):
+    """`dvc plots diff v1 v2` of the project's charts, offline: lines and bars of both revisions, visibly."""
+    repo, env = project_plots_repo
+    out = tmp_path / "project_diff"
+    _run([*DVC, "plots", "diff", "v1", "v2", "-o", str(out)], repo, env)
+    page = out / "index.html"
+    html = page.read_text(encoding="utf8")
+    assert "cdn.jsdelivr.net" not in html and html.count("vegaEmbed('#") == len(PROJECT_PLOTS)
+    dom, shot = _render(chromium, page, tmp_path, "project_diff")
+    parsed = _parse(dom, tuple(PROJECT_PLOTS))
+    assert not parsed.remote_refs, parsed.remote_refs
+    n_buckets = len(_csv_rows("eval_by_frequency.csv"))
+    for pid, (mark, *_rest) in PROJECT_PLOTS.items():
+        plot = parsed.plots[pid]
+        assert plot["found"] and plot["embed"] == "ok" and plot["svg"] == 1, (pid, plot["embed"], plot["error"])
+        texts = " ".join(plot["texts"])
+        assert "by step" in texts or "by how frequent" in texts, (pid, texts)
+        if mark == "bar":
+            assert plot["bars"] == 2 * n_buckets, f"#{pid}: {plot['bars']} bars, want {n_buckets} per revision"
+            assert "100%" in texts and "0%" in texts, (pid, texts)  # the accuracy axis, 0 to 100 %
+        else:
+            revs = {_line_label_fields(line["label"]).get("rev") for line in plot["lines"] if line["vertices"] >= 2}
+            assert revs == {"v1", "v2"}, f"#{pid}: lines drawn for {revs}"
+    _assert_screenshot_drawn(shot, ["v1", "v2"])

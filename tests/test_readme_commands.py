@@ -35,7 +35,7 @@ ELSEWHERE = {  # README command (a distinctive part of it) -> the test that runs
     "dvc push && git push": "tests/test_remote_pipeline.py",
 }
 GPU_ONLY = ("--multi_gpu --num_processes 8", "--config_file fsdp.yaml")
-HERE = ("make repro", "time dvc repro", "pretrain.lr=2e-5 -S pretrain.warmup_steps=0", "fetch_corpus.train_extra=", "model.preset=base")
+HERE = ("make repro", "fill_mask_report.model_name=", "time dvc repro", "pretrain.lr=2e-5 -S pretrain.warmup_steps=0", "fetch_corpus.train_extra=", "model.preset=base")
 
 
 def ok(result: tuple[int, str, str], what: str) -> str:
@@ -99,7 +99,8 @@ def test_a_valid_change_reruns_only_the_stages_that_read_it(repo: PipelineRepo):
     before = repo.set_params({"evaluate.seed": 99})
     try:
         out = ok(repo.dvc("repro"), "dvc repro")
-        assert stages_run(out, with_check=True) == ["check_params", "evaluate"], out
+        # evaluate, and the report whose model card states its results; not the model
+        assert stages_run(out, with_check=True) == ["check_params", "evaluate", "fill_mask_report"], out
     finally:
         repo.write_params(before)
         ok(repo.dvc("repro"), "dvc repro")
@@ -131,5 +132,33 @@ def test_train_extra(repo: PipelineRepo):
     cmd = readme_command("fetch_corpus.train_extra=")
     out = ok(run_readme(repo, cmd), cmd)
     assert stages_run(out)[:2] == ["fetch_corpus", "train_tokenizer"], out
-    corpus = repo.read_json("metrics/corpus.json")
+    corpus = repo.read_json("metrics/details/corpus.json")
     assert corpus["train_documents"] > 1000, corpus  # the stdlib docstrings joined the training split
+
+
+def test_model_card_and_artifact(repo: PipelineRepo, tmp_path):
+    """The Publishing section's command: a named, licensed card in data/release, which loads as a Hugging Face
+    folder and which `dvc artifacts get` fetches by the artifact name dvc.yaml gives it."""
+    from huggingface_hub import ModelCard
+    from transformers import pipeline
+
+    cmd = readme_command("fill_mask_report.model_name=")
+    out = ok(run_readme(repo, cmd), cmd)
+    assert stages_run(out) == ["fill_mask_report"], out  # the card's params rerun only the report
+    release = repo.path / "data" / "release"
+    data = ModelCard.load(release / "README.md").data
+    assert (data.model_name, data.license, data.language) == ("python-docs-mlm", "apache-2.0", "en")
+    evaluation = repo.read_json("metrics/details/eval.json")
+    ppl = next(r.metric_value for r in data.eval_results if r.metric_type == "perplexity")
+    assert ppl == round(evaluation["perplexity"], 4)
+    fill = pipeline("fill-mask", model=str(release), device="cpu", top_k=2)
+    assert len(fill(f"The {fill.tokenizer.mask_token} statement.")) == 2
+    assert {p.name for p in (repo.path / "data" / "model").iterdir()} | {"README.md"} == {
+        p.name for p in release.iterdir()}
+    ok(repo.git("add", "-A"), "git add")
+    ok(repo.git("commit", "-q", "-m", "named card"), "git commit")
+    ok(repo.git("tag", "-a", "mlm@v1.0.0", "-m", "mlm v1.0.0"), "git tag")  # the README's, without the push
+    got = tmp_path / "mlm"
+    ok(repo.dvc("artifacts", "get", str(repo.path), "mlm", "-o", str(got)), "dvc artifacts get")
+    assert (got / "README.md").read_bytes() == (release / "README.md").read_bytes()
+    assert (got / "model.safetensors").read_bytes() == (release / "model.safetensors").read_bytes()

@@ -102,7 +102,7 @@ def assert_fill_mask_works(model_dir: Path, mask: str) -> None:
 
 def assert_report_written(repo: PipelineRepo) -> None:
     """fill_mask_report ran the params' prompts (written with <mask>) through the family's mask token."""
-    fm = repo.read_json("metrics/fill_mask.json")
+    fm = repo.read_json("metrics/details/fill_mask.json")
     assert fm["prompts"] == 2 and all(len(r["predictions"]) == 3 for r in fm["results"])
 
 
@@ -142,7 +142,7 @@ def checkpoint(tmp_path_factory, bert) -> Path:
     rc, out, err = repo.repro("pretrain")
     assert rc == 0, f"building the checkpoint failed ({rc}):\n{out[-3000:]}\n{err[-5000:]}"
     assert stages_run(out) == ["build_model", "pretrain"]
-    assert repo.read_json("metrics/model.json")["architecture"] == "DistilBertForMaskedLM"
+    assert repo.read_json("metrics/details/model.json")["architecture"] == "DistilBertForMaskedLM"
     ckpt = repo.path / "data" / "model"
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "tokenizer.json").is_file()
     return ckpt
@@ -196,13 +196,13 @@ def test_roberta_from_scratch(roberta: Run):
     roberta.check()
     repo = roberta.repo
     assert stages_run(roberta.out) == list(STAGES)
-    model = repo.read_json("metrics/model.json")
+    model = repo.read_json("metrics/details/model.json")
     block_size = repo.params()["tokenize_group"]["block_size"]
     assert model["architecture"] == "RobertaForMaskedLM" and model["family"] == "roberta"
     assert model["max_position_embeddings"] == block_size + 2
     assert model["init"] == "scratch" and model["checkpoint"] is None
     assert model["intermediate"] == 1024
-    assert repo.read_json("metrics/tokenizer.json")["kind"] == "bpe"
+    assert repo.read_json("metrics/details/tokenizer.json")["kind"] == "bpe"
     assert_report_written(repo)
     assert_fill_mask_works(repo.path / "data/model", "<mask>")
 
@@ -211,15 +211,15 @@ def test_roberta_line_by_line(line_by_line: Run, roberta: Run):
     line_by_line.check()
     repo = line_by_line.repo
     assert stages_run(line_by_line.out) == list(STAGES)[STAGES.index("tokenize_group"):]
-    tokenized, grouped = repo.read_json("metrics/tokenized.json"), roberta.repo.read_json("metrics/tokenized.json")
+    tokenized, grouped = repo.read_json("metrics/details/tokenized.json"), roberta.repo.read_json("metrics/details/tokenized.json")
     assert tokenized["mode"] == "line_by_line" and grouped["mode"] == "group"
-    corpus = repo.read_json("metrics/corpus.json")
+    corpus = repo.read_json("metrics/details/corpus.json")
     assert tokenized["train_examples"] == corpus["train_documents"]  # one example per document, not per block
     assert tokenized["train_tokens"] < grouped["train_tokens"]  # documents longer than a block are cut
-    train = repo.read_json("metrics/train.json")
+    train = repo.read_json("metrics/details/train.json")
     p = repo.params()["pretrain"]
     assert 0 < train["train_tokens_seen"] <= p["max_steps"] * p["batch_size"] * tokenized["block_size"]
-    ev = repo.read_json("metrics/eval.json")
+    ev = repo.read_json("metrics/details/eval.json")
     assert ev["masked_tokens"] > 0 and math.isfinite(ev["perplexity"])
     assert_report_written(repo)
     assert_fill_mask_works(repo.path / "data/model", "<mask>")
@@ -235,9 +235,9 @@ def test_bert_from_scratch(bert: Run):
     bert.check()
     repo = bert.repo
     assert stages_run(bert.out) == list(STAGES)
-    model = repo.read_json("metrics/model.json")
+    model = repo.read_json("metrics/details/model.json")
     assert model["architecture"] == "BertForMaskedLM" and model["init"] == "scratch"
-    assert repo.read_json("metrics/tokenizer.json")["kind"] == "wordpiece"
+    assert repo.read_json("metrics/details/tokenizer.json")["kind"] == "wordpiece"
 
     tok = AutoTokenizer.from_pretrained(repo.path / "data/model")
     assert (tok.cls_token, tok.sep_token, tok.mask_token, tok.pad_token) == ("[CLS]", "[SEP]", "[MASK]", "[PAD]")
@@ -259,8 +259,8 @@ def test_bert_with_next_sentence_prediction(bert_nsp: Run):
     bert_nsp.check()
     repo = bert_nsp.repo
     assert stages_run(bert_nsp.out) == ["tokenize_group", "build_model", "pretrain", "evaluate", "fill_mask_report"]
-    assert repo.read_json("metrics/model.json")["architecture"] == "BertForPreTraining"
-    assert repo.read_json("metrics/tokenized.json")["mode"] == "sentence_pairs"
+    assert repo.read_json("metrics/details/model.json")["architecture"] == "BertForPreTraining"
+    assert repo.read_json("metrics/details/tokenized.json")["mode"] == "sentence_pairs"
 
     # [CLS] A [SEP] B [SEP], segment ids 0 then 1, about half the pairs NotNext.
     tok = AutoTokenizer.from_pretrained(repo.path / "data/tokenizer")
@@ -275,7 +275,7 @@ def test_bert_with_next_sentence_prediction(bert_nsp: Run):
 
     weights = load_file(repo.path / "data/model/model.safetensors")
     assert any(k.startswith("cls.seq_relationship") for k in weights)
-    ev = repo.read_json("metrics/eval.json")
+    ev = repo.read_json("metrics/details/eval.json")
     assert 0.0 <= ev["nsp_accuracy"] <= 1.0 and "before_nsp_accuracy" in ev and ev["perplexity"] > 1
     curve = (repo.path / "metrics/curve_train.csv").read_text().splitlines()
     assert curve[0] == "step,loss,lr,nsp_loss" and len(curve) > 2
@@ -296,10 +296,10 @@ def test_domain_adaptation(adapted: Run, checkpoint: Path):
     adapted.check()
     repo = adapted.repo
     assert stages_run(adapted.out) == list(STAGES)
-    model = repo.read_json("metrics/model.json")
+    model = repo.read_json("metrics/details/model.json")
     assert model["init"] == "pretrained" and model["checkpoint"] == README_CKPT
     assert model["family"] == "distilbert" and model["architecture"] == "DistilBertForMaskedLM"
-    assert repo.read_json("metrics/tokenizer.json")["source"] == README_CKPT
+    assert repo.read_json("metrics/details/tokenizer.json")["source"] == README_CKPT
 
     # It really started from the checkpoint's weights, with the checkpoint's vocabulary.
     start = load_file(repo.path / "data/model_init/model.safetensors")
@@ -313,7 +313,7 @@ def test_domain_adaptation(adapted: Run, checkpoint: Path):
     blocks = np.asarray(load_blocks(repo.path / "data/tokenized/train"))
     assert (blocks == tok.unk_token_id).mean() < 0.01
 
-    ev = repo.read_json("metrics/eval.json")
+    ev = repo.read_json("metrics/details/eval.json")
     assert ev["perplexity"] > 1 and ev["before_perplexity"] > 1
     assert ev["perplexity"] < ev["before_perplexity"], ev
     assert_fill_mask_works(repo.path / "data/model", "[MASK]")
@@ -340,10 +340,10 @@ def test_whole_word_bpe_modernbert(ww_bpe: Run):
     ww_bpe.check()
     repo = ww_bpe.repo
     assert stages_run(ww_bpe.out) == ["build_model", "pretrain", "evaluate", "fill_mask_report"]
-    assert repo.read_json("metrics/model.json")["architecture"] == "ModernBertForMaskedLM"
-    assert repo.read_json("metrics/tokenizer.json")["kind"] == "bpe"
+    assert repo.read_json("metrics/details/model.json")["architecture"] == "ModernBertForMaskedLM"
+    assert repo.read_json("metrics/details/tokenizer.json")["kind"] == "bpe"
     assert repo.read_json("data/model/training_params.json")["whole_word"] is True
-    assert repo.read_json("metrics/eval.json")["perplexity"] > 1
+    assert repo.read_json("metrics/details/eval.json")["perplexity"] > 1
     assert_report_written(repo)
 
 
@@ -351,9 +351,9 @@ def test_whole_word_wordpiece_bert(ww_wordpiece: Run):
     ww_wordpiece.check()
     repo = ww_wordpiece.repo
     assert stages_run(ww_wordpiece.out) == ["pretrain", "evaluate", "fill_mask_report"]
-    assert repo.read_json("metrics/model.json")["architecture"] == "BertForMaskedLM"
+    assert repo.read_json("metrics/details/model.json")["architecture"] == "BertForMaskedLM"
     assert repo.read_json("data/model/training_params.json")["whole_word"] is True
-    assert repo.read_json("metrics/eval.json")["perplexity"] > 1
+    assert repo.read_json("metrics/details/eval.json")["perplexity"] > 1
     assert_report_written(repo)
 
 

@@ -88,7 +88,9 @@ def markdown(rows: list[dict], summary: dict) -> str:
         if r["unreachable"]:
             expected += " (not a single token: " + ", ".join(r["unreachable"]) + ")"
         lines.append(f"| {mark} | {_md(r['text'])} | {expected} | {preds} |")
-    lines += ["", "✅ top-1 hit · ☑️ n: expected answer at rank n · ❌ not in the top " + str(k), ""]
+    lines += ["", "✅ top-1 hit · ☑️ n: expected answer at rank n · ❌ not in the top " + str(k), "",
+              "## Training", "", "![Masked-LM loss by step](loss.png)", "",  # drawn by evaluate, beside this file
+              "![Held-out accuracy by token frequency](accuracy_by_frequency.png)", ""]
     return "\n".join(lines)
 
 

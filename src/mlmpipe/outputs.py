@@ -10,7 +10,7 @@ import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from .params import MlmpipeError
 
@@ -107,3 +107,22 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def write_report(metrics_dir: str | os.PathLike, name: str, record: dict, figures: Mapping[str, str],
+                 digits: int = 4) -> None:
+    """A stage's report in two files: ``<metrics_dir>/details/<name>.json``, its whole record (sources, hashes,
+    names, per-item detail: a plain output), and ``<metrics_dir>/<name>.json``, the few figures of it that runs
+    are compared by (a DVC metric: a column of `dvc exp show`, a row of `dvc metrics diff`), ``figures`` mapping
+    each metric name to its key in the record. Short names and figures rounded to ``digits`` decimals keep
+    `dvc exp show` narrow; the record keeps every digit."""
+    missing = [k for k in figures.values() if k not in record]
+    if missing:
+        raise KeyError(f"{name}: no {', '.join(missing)} in the record")
+    write_json(Path(metrics_dir) / "details" / f"{name}.json", record)
+    write_json(Path(metrics_dir) / f"{name}.json",
+               {shown: _rounded(record[key], digits) for shown, key in figures.items()})
+
+
+def _rounded(value: Any, digits: int) -> Any:
+    return round(value, digits) if isinstance(value, float) else value

@@ -44,6 +44,7 @@ class Paths:
     model: str = "data/model"
     checkpoints: str = "data/checkpoints"
     metrics: str = "metrics"
+    release: str = "data/release"  # the publishable folder: the model, its tokenizer and the model card
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,9 @@ class Prompt:
 @dataclass(frozen=True)
 class FillMaskReport:
     top_k: int = _f(5, ge=1, le=100)
+    model_name: str = "mlmpipe-model"  # the model card's title and `model-index` name
+    license: Optional[str] = None  # the card's license (an SPDX id such as apache-2.0), or none stated
+    language: Optional[str] = None  # the card's language code (en, de, ...), or none stated
     prompts: tuple = ()
 
 
