@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from mlmpipe import batches as B
 from mlmpipe import grouping as G
@@ -452,3 +453,33 @@ def test_batch_of_a_step_depends_only_on_seed_and_step(bpe_tok, docs, data):
     c = lines.at(0)
     assert c.tokens == int(c.attention.sum()) == sum(len(examples[i]) for i in lines.indices(0))
     assert c.tokens < c.inputs.numel()
+
+
+def test_keep_best_saves_the_weights_of_the_lowest_validation_loss(bpe_tok, data, tmp_path):
+    """keep_best: the returned model is the one at the validation with the lowest loss, exactly (compared with
+    the checkpoint an ordinary run wrote at that step), and the summary says which step it is."""
+    p = tiny_pretrain_params(max_steps=12, lr=0.05, schedule="constant", eval_every=2, checkpoint_every=2,
+                             keep_checkpoints=100)
+    last, hist, summary = run(bpe_tok, data, p, tmp_path / "plain")
+    best = min(hist.val, key=lambda r: r["val_loss"])
+    assert summary["best_val_step"] == best["step"] < 12, hist.val  # the loss bumps up at the end: best is not last
+    assert summary["saved_step"] == 12
+    kept, kept_hist, kept_summary = run(bpe_tok, data, replace(p, keep_best=True), tmp_path / "best")
+    assert kept_hist.val == hist.val and kept_summary["saved_step"] == best["step"]
+    at_best = fresh_model(bpe_tok)
+    at_best.load_state_dict(load_file(tmp_path / "plain" / f"step-{best['step']:07d}" / "model.safetensors"),
+                            strict=False)  # (tied weights are stored once)
+    assert same_weights(kept, at_best) and not same_weights(kept, last)
+
+
+def test_keep_best_resumes_with_the_best_weights_kept(bpe_tok, data, tmp_path):
+    p = tiny_pretrain_params(max_steps=12, lr=0.05, schedule="constant", eval_every=2, checkpoint_every=1000,
+                             keep_best=True)
+    reference, _, ref_summary = run(bpe_tok, data, p, tmp_path / "ref")
+    ck = tmp_path / "ck"
+    with pytest.raises(TR.Interrupted):
+        run(bpe_tok, data, p, ck, masker=SignalAt(bpe_tok, at=11))
+    assert (Checkpoints(str(ck), "fp", 2).latest()[1] / CK.BEST).is_file()
+    resumed, _, summary = run(bpe_tok, data, p, ck)
+    assert summary["resumed_from_step"] == 11 and summary["saved_step"] == ref_summary["saved_step"] < 11
+    assert same_weights(resumed, reference)

@@ -18,6 +18,7 @@ from .outputs import atomic_dir
 from .params import MlmpipeError, Pretrain
 
 log = logging.getLogger(__name__)
+BEST = "best.safetensors"  # in a checkpoint: the weights at the lowest validation loss so far (pretrain.keep_best)
 # Params that change only logging or bookkeeping, not the trained weights.
 NON_MATH = ("launcher", "log_every", "eval_every", "eval_blocks", "checkpoint_every", "keep_checkpoints",
             "num_threads", "compile", "attention_kernel")
@@ -54,11 +55,14 @@ class Checkpoints:
     def __init__(self, root: str, fp: str, keep: int):
         self.root, self.fp, self.keep = Path(root), fp, keep
 
-    def save(self, step: int, model, optimizer, extra: dict | None = None) -> Path:
+    def save(self, step: int, model, optimizer, extra: dict | None = None, best: dict | None = None) -> Path:
+        """``best``: the weights kept so far by ``pretrain.keep_best`` (saved beside the current ones)."""
         final = self.root / f"step-{step:07d}"
         with atomic_dir(final) as tmp:  # a ".step-….tmp-…" name, never taken for a complete checkpoint
             state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             save_file(_untie(state), tmp / "model.safetensors")
+            if best is not None:
+                save_file(_untie(best), tmp / BEST)
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             with open(tmp / "state.json", "w", encoding="utf-8") as fh:
                 json.dump({"step": step, "fingerprint": self.fp, **(extra or {})}, fh)
@@ -100,6 +104,17 @@ class Checkpoints:
         return found
 
     @staticmethod
+    def load_best(d: Path) -> dict | None:
+        """The weights ``pretrain.keep_best`` had kept when checkpoint ``d`` was written, or None."""
+        if not (d / BEST).is_file():
+            return None
+        try:
+            return load_file(d / BEST)
+        except Exception as e:
+            raise CheckpointError(f"checkpoint {d} has a corrupt {BEST} ({type(e).__name__}); delete the "
+                                  f"checkpoint and rerun") from None
+
+    @staticmethod
     def load(d: Path, model, optimizer) -> None:
         try:
             state = load_file(d / "model.safetensors")
@@ -108,6 +123,11 @@ class Checkpoints:
         except Exception as e:  # safetensors and torch raise many kinds on truncated files
             raise CheckpointError(f"checkpoint {d} is corrupt or truncated ({type(e).__name__}: "
                                 f"{str(e).splitlines()[0] if str(e) else ''}); delete it and rerun") from None
+
+
+def cpu_state(model) -> dict:
+    """A copy of ``model``'s weights on the CPU that later steps do not change (the best weights so far)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
 def _untie(state: dict) -> dict:

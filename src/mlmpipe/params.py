@@ -140,6 +140,7 @@ class Pretrain:
     eval_blocks: int = _f(64, ge=1)
     checkpoint_every: int = _f(500, ge=1)
     keep_checkpoints: int = _f(2, ge=1)
+    keep_best: bool = False  # save the weights of the validation with the lowest loss (step recorded), not the last
 
 
 @dataclass(frozen=True)

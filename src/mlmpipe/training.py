@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .batches import Batch, Batches
-from .checkpoints import Checkpoints, Found
+from .checkpoints import Checkpoints, Found, cpu_state
 from .compute import Precision, SparseMLM, attention_kernel, make_optimizer
 from .masking import Masker
 from .model import has_nsp_head
@@ -53,6 +53,7 @@ class Progress:
     history: History = field(default_factory=History)
     tokens_seen: int = 0     # real tokens of the global batches seen by this process
     train_time: float = 0.0  # seconds in training steps (not in validation, logging or checkpoints)
+    best: dict | None = None  # pretrain.keep_best: the weights (on the CPU) at the lowest validation loss so far
 
     @classmethod
     def restored(cls, found: Found | None) -> "Progress":
@@ -60,10 +61,14 @@ class Progress:
             return cls()
         state = found.state
         return cls(History(**state["history"]) if "history" in state else History(),
-                   state.get("tokens_seen", 0), state.get("train_time", 0.0))
+                   state.get("tokens_seen", 0), state.get("train_time", 0.0), Checkpoints.load_best(found.dir))
 
     def state(self) -> dict:
         return {"history": asdict(self.history), "tokens_seen": self.tokens_seen, "train_time": self.train_time}
+
+    def best_val(self) -> dict | None:
+        """The validation row with the lowest loss (the first of equals), or None before any."""
+        return min(self.history.val, key=lambda r: r["val_loss"], default=None)
 
 
 def schedule(p: Pretrain, total: int):
@@ -136,21 +141,29 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
                 progress.history.val.append({"step": done, "val_loss": round(v["loss"], 5),
                                              "val_top1": round(v["top1_accuracy"], 5),
                                              **({"val_nsp_accuracy": round(v["nsp_accuracy"], 5)} if nsp else {})})
+                if p.keep_best and progress.best_val()["step"] == done:  # a new lowest validation loss
+                    progress.best = cpu_state(model)
             if bar:
                 bar.update(1)
                 bar.set_postfix(refresh=False, loss=f"{loss / max(batch.masked, 1):.3f}",
                                 tok_s=f"{progress.tokens_seen / max(progress.train_time, 1e-9):.0f}")
             if done % p.checkpoint_every == 0 and done < total and main:
-                ckpt.save(done, model, optimizer, progress.state())
+                ckpt.save(done, model, optimizer, progress.state(), progress.best)
             if stop.signal is not None and done < total:  # SIGINT/SIGTERM: a checkpoint, then stop
                 if main:
-                    d = ckpt.save(done, model, optimizer, progress.state())
+                    d = ckpt.save(done, model, optimizer, progress.state(), progress.best)
                     log.warning("interrupted at step %d; checkpoint written to %s", done, d)
                 acc.wait_for_everyone()
                 raise Interrupted(f"pretrain interrupted by signal {stop.signal} at step {done}/{total}; "
                                   f"checkpoint saved in {checkpoint_dir}; rerun `dvc repro` to resume")
     acc.wait_for_everyone()
-    return model, progress.history, _summary(progress, total, start, precision, max(peak_rss, _rss_mb()))
+    saved = total
+    if p.keep_best and progress.best is not None:
+        model.load_state_dict(progress.best, strict=True)
+        saved = progress.best_val()["step"]
+        log.info("keep_best: the saved model is step %d's (validation loss %.4f), not step %d's",
+                 saved, progress.best_val()["val_loss"], total)
+    return model, progress.history, _summary(progress, total, start, precision, max(peak_rss, _rss_mb()), saved)
 
 
 def _check(model, p: Pretrain, n: int, world: int, train_pairs) -> bool:
@@ -233,8 +246,9 @@ def _log_row(window: _Window, row: dict, total: int, progress: Progress) -> None
              f" nsp_loss {row['nsp_loss']:.4f}" if "nsp_loss" in row else "")
 
 
-def _summary(progress: Progress, total: int, start: int, precision: Precision, peak_rss: float) -> dict:
-    acc, hist = precision.accelerator, progress.history
+def _summary(progress: Progress, total: int, start: int, precision: Precision, peak_rss: float,
+             saved: int) -> dict:
+    acc, hist, best = precision.accelerator, progress.history, progress.best_val()
     world, tokens, seconds = acc.num_processes, progress.tokens_seen, progress.train_time
     summary = {"steps": total, "resumed_from_step": start, "processes": world, "device": acc.device.type,
                "mixed_precision": precision.name, "train_tokens_seen": tokens * world,
@@ -243,7 +257,10 @@ def _summary(progress: Progress, total: int, start: int, precision: Precision, p
                "step_time_ms": round(1000 * seconds / max(total - start, 1), 2),
                "peak_rss_mb": round(peak_rss, 1),
                "final_train_loss": hist.train[-1]["loss"] if hist.train else None,
-               "final_val_loss": hist.val[-1]["val_loss"] if hist.val else None}
+               "final_val_loss": hist.val[-1]["val_loss"] if hist.val else None,
+               "best_val_step": best["step"] if best else None,
+               "best_val_loss": best["val_loss"] if best else None,
+               "saved_step": saved}  # whose weights are saved: the last step's, or with keep_best the best's
     if acc.device.type == "cuda":
         summary["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return summary
