@@ -26,7 +26,8 @@ METRIC_COLUMNS = (("metrics/eval.json", "ppl"), ("metrics/eval.json", "top1"), (
                   ("metrics/train.json", "tok_s"), ("metrics/fill_mask.json", "cloze@1"),
                   ("metrics/fill_mask.json", "cloze@k"), ("metrics/model.json", "params_total"))
 # what a new learning rate can change among the metrics: the headline figures, nothing descriptive
-HEADLINE = {"tok_s", "ppl", "top1", "top5", "cloze@1", "cloze@k"}
+HEADLINE = {"tok_s", "ppl", "top1", "top5", "cloze@1", "cloze@k",
+            "step", "loss", "lr", "val_loss", "val_top1"}  # the last ones: metrics/live/metrics.json (DVCLive)
 
 
 def ok(result: tuple[int, str, str], what: str) -> str:

@@ -22,9 +22,10 @@ DETERMINISTIC = ("data/corpus", "data/tokenizer", "data/tokenized", "data/model_
                  *(f"metrics/details/{name}.json" for name in ("eval", "corpus", "tokenizer", "tokenized", "model",
                                                                "fill_mask")),
                  "metrics/fill_mask.md", "metrics/loss.png", "metrics/accuracy_by_frequency.png",
-                 "metrics/curve_train.csv", "metrics/curve_val.csv", "metrics/eval_by_frequency.csv")
+                 "metrics/curve_train.csv", "metrics/curve_val.csv", "metrics/eval_by_frequency.csv",
+                 "metrics/live/metrics.json", "data/release")
 # The DVC metrics files: flat mappings of a few numbers (what `dvc exp show` makes columns of).
-FLAT_METRICS = ("corpus", "tokenizer", "tokenized", "model", "train", "eval", "fill_mask")
+FLAT_METRICS = ("corpus", "tokenizer", "tokenized", "model", "train", "eval", "fill_mask", "live/metrics")
 
 
 class Run:

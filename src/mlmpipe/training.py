@@ -54,6 +54,7 @@ class Progress:
     tokens_seen: int = 0     # real tokens of the global batches seen by this process
     train_time: float = 0.0  # seconds in training steps (not in validation, logging or checkpoints)
     best: dict | None = None  # pretrain.keep_best: the weights (on the CPU) at the lowest validation loss so far
+    window: "_Window" = field(default_factory=lambda: _Window())  # loss sums since the last row of the curve
 
     @classmethod
     def restored(cls, found: Found | None) -> "Progress":
@@ -61,10 +62,12 @@ class Progress:
             return cls()
         state = found.state
         return cls(History(**state["history"]) if "history" in state else History(),
-                   state.get("tokens_seen", 0), state.get("train_time", 0.0), Checkpoints.load_best(found.dir))
+                   state.get("tokens_seen", 0), state.get("train_time", 0.0), Checkpoints.load_best(found.dir),
+                   _Window(**state.get("window", {})))
 
     def state(self) -> dict:
-        return {"history": asdict(self.history), "tokens_seen": self.tokens_seen, "train_time": self.train_time}
+        return {"history": asdict(self.history), "tokens_seen": self.tokens_seen, "train_time": self.train_time,
+                "window": asdict(self.window)}
 
     def best_val(self) -> dict | None:
         """The validation row with the lowest loss (the first of equals), or None before any."""
@@ -83,12 +86,13 @@ def schedule(p: Pretrain, total: int):
 
 
 def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, pad_id: int, checkpoint_dir: str,
-          fingerprint_: str, show_progress: bool = True, train_pairs=None, val_pairs=None
+          fingerprint_: str, show_progress: bool = True, train_pairs=None, val_pairs=None, live=None
           ) -> tuple[object, History, dict]:
     """Train ``model`` in place; returns the unwrapped model, the curves and summary metrics.
 
     ``train_pairs``/``val_pairs``: (segment ids, next-sentence labels) of sentence-pair data; a model with a
-    next-sentence head (BertForPreTraining) then also learns that objective, loss = MLM mean + NSP mean."""
+    next-sentence head (BertForPreTraining) then also learns that objective, loss = MLM mean + NSP mean.
+    ``live``: a ``live.LiveMetrics`` (main process only) told every row of the curves as the run goes."""
     precision = Precision(p.mixed_precision)
     acc = precision.accelerator
     if acc.device.type == "cpu":
@@ -112,7 +116,7 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
     val_masks = fixed_masks(val_data[:p.eval_blocks], masker, p.mlm_probability, seed=seed + 1,
                             pairs=val_pairs if nsp else None)
 
-    main, window, peak_rss = acc.is_main_process, _Window(), 0.0
+    main, peak_rss = acc.is_main_process, 0.0
     model.train()
     with (_StopFlag() as stop, _progress_bar(show_progress and main, total, start) as bar,
           attention_kernel(p.attention_kernel, acc.device.type, compute)):
@@ -126,15 +130,18 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
             optimizer.zero_grad(set_to_none=True)
             progress.train_time += time.perf_counter() - t0
             progress.tokens_seen += batch.tokens
-            window.add(loss, nsp_loss, batch.masked)
+            progress.window.add(loss, nsp_loss, batch.masked)
             done = step + 1
 
             if done % p.log_every == 0 or done == total:  # a row of the training curve
-                row = window.row(done, sched.get_last_lr()[0], p.batch_size if nsp else None)
+                row = progress.window.row(done, sched.get_last_lr()[0], p.batch_size if nsp else None)
                 progress.history.train.append(row)
                 if main:
-                    _log_row(window, row, total, progress)
-                window, peak_rss = _Window(), max(peak_rss, _rss_mb())
+                    _log_row(progress.window, row, total, progress)
+                if live is not None:
+                    live.train_row(row, progress.tokens_seen * acc.num_processes / max(progress.train_time, 1e-9),
+                                   progress.history)
+                progress.window, peak_rss = _Window(), max(peak_rss, _rss_mb())
             if done % p.eval_every == 0 or done == total:  # a row of the validation curve
                 with acc.autocast():  # all eval_blocks validation examples in one batch
                     v = validation_metrics(acc.unwrap_model(wrapper).model, val_masks, p.eval_blocks, pad_id)
@@ -143,6 +150,8 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
                                              **({"val_nsp_accuracy": round(v["nsp_accuracy"], 5)} if nsp else {})})
                 if p.keep_best and progress.best_val()["step"] == done:  # a new lowest validation loss
                     progress.best = cpu_state(model)
+                if live is not None:
+                    live.val_row(progress.history.val[-1], progress.history)
             if bar:
                 bar.update(1)
                 bar.set_postfix(refresh=False, loss=f"{loss / max(batch.masked, 1):.3f}",
