@@ -156,7 +156,7 @@ def test_readme_experiments_block(lr_exp: Exp):
     lines = readme_block("dvc exp run --queue")
     assert [re.sub(r"\s+#\s.*$", "", ln).split(" <")[0] for ln in lines] == [
         "dvc exp run -S pretrain.lr=0.003", "dvc exp run --queue -S 'pretrain.lr=0.001,0.002,0.003'",
-        "dvc queue start -j 1", "dvc exp show --only-changed --drop 'Created|State|Executor|data/|metrics/curve'",
+        "dvc queue start -j 1", "dvc exp show --only-changed --drop 'Created|State|Executor|data/|metrics/'",
         "dvc exp show --drop '.*' --keep 'Experiment|pretrain\\.lr|ppl|top1|cloze@1|tok_s' --sort-by ppl --md",
         "dvc params diff main", "dvc metrics diff main", "dvc plots diff main", "dvc exp apply"], lines
     one, queue, start, show, md, pdiff, mdiff, plots, apply = lines
