@@ -86,3 +86,11 @@ def test_the_model_artifact_is_the_release_folder():
     release = read_params(ROOT / "params.yaml")["paths"]["release"]
     assert spec["artifacts"]["mlm"] == {**spec["artifacts"]["mlm"], "path": release, "type": "model"}
     assert "${paths.release}" in spec["stages"]["fill_mask_report"]["outs"]
+
+
+def test_the_checkpointed_training_code_is_pretrain_code():
+    """The modules whose change makes a checkpoint stale are pretrain dependencies (so they also rerun it)."""
+    from mlmpipe.checkpoints import TRAINING_CODE
+
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["pretrain"]["deps"]
+    assert {f"src/mlmpipe/{name}" for name in TRAINING_CODE} <= set(deps)

@@ -483,3 +483,74 @@ def test_keep_best_resumes_with_the_best_weights_kept(bpe_tok, data, tmp_path):
     resumed, _, summary = run(bpe_tok, data, p, ck)
     assert summary["resumed_from_step"] == 11 and summary["saved_step"] == ref_summary["saved_step"] < 11
     assert same_weights(resumed, reference)
+
+
+def _crash_with_checkpoint(bpe_tok, data, p, ck):
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(bpe_tok, data, p, ck, masker=CrashAt(bpe_tok, at=5))
+    (step, d), = [Checkpoints(str(ck), "fp", 2).latest()]
+    assert step == 3
+    return d
+
+
+def test_checkpoint_from_other_training_code_is_ignored_unless_asked(bpe_tok, data, tmp_path, caplog):
+    """After a crash and a fix to the training code, the old checkpoint is not resumed over (a log line says
+    why and how to resume anyway); pretrain.resume_other_code: true resumes it."""
+    import json
+
+    p = tiny_pretrain_params(max_steps=6, checkpoint_every=3)
+    d = _crash_with_checkpoint(bpe_tok, data, p, tmp_path / "ck")
+    state = json.loads((d / "state.json").read_text())
+    assert state["code"] == CK.code_fingerprint()
+    (d / "state.json").write_text(json.dumps({**state, "code": "0" * 64}))  # as the code before the fix wrote it
+    _, _, summary = run(bpe_tok, data, p, tmp_path / "ck")
+    assert summary["resumed_from_step"] == 0
+    assert "written by other training code" in caplog.text and "pretrain.resume_other_code: true" in caplog.text
+
+    d = _crash_with_checkpoint(bpe_tok, data, p, tmp_path / "ck2")
+    (d / "state.json").write_text(json.dumps({**json.loads((d / "state.json").read_text()), "code": "0" * 64}))
+    _, _, summary = run(bpe_tok, data, replace(p, resume_other_code=True), tmp_path / "ck2")
+    assert summary["resumed_from_step"] == 3
+
+
+def test_code_fingerprint_follows_the_training_code_only(tmp_path):
+    import shutil
+
+    package = tmp_path / "mlmpipe"
+    shutil.copytree(os.path.dirname(CK.__file__), package)
+    assert CK.code_fingerprint(package=package) == CK.code_fingerprint()
+    (package / "evaluation.py").write_text("# an evaluate-only change\n", encoding="utf-8")
+    assert CK.code_fingerprint(package=package) == CK.code_fingerprint()
+    with open(package / "masking.py", "a", encoding="utf-8") as fh:
+        fh.write("\n# a fix\n")
+    assert CK.code_fingerprint(package=package) != CK.code_fingerprint()
+
+
+def test_a_checkpoint_missing_a_weight_is_refused(bpe_tok, data, tmp_path):
+    from safetensors.torch import save_file
+
+    p = tiny_pretrain_params(max_steps=6, checkpoint_every=3)
+    d = _crash_with_checkpoint(bpe_tok, data, p, tmp_path / "ck")
+    state = load_file(d / "model.safetensors")
+    save_file({k: v for k, v in state.items() if "layer.0." not in k}, d / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"does not fit the model: \d+ weights missing \(roberta.encoder.layer.0"):
+        run(bpe_tok, data, p, tmp_path / "ck")
+
+
+def test_fp16_gradient_scaler_state_round_trips_through_a_checkpoint(bpe_tok, tmp_path):
+    """This CPU has no fp16 gradient scaling in accelerate (its scaler is None here), so the round trip is
+    checked directly: the scale and growth tracker an fp16 run reached come back from the checkpoint."""
+    model = fresh_model(bpe_tok)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16, growth_interval=3)
+    for _ in range(4):  # grow the scale once, and count toward the next growth
+        scaler.scale(model.roberta.embeddings.word_embeddings.weight.sum()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    ck = Checkpoints(str(tmp_path), "fp", 2)
+    d = ck.save(4, model, optimizer, scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=3)
+    Checkpoints.load_scaler(d, fresh)
+    assert fresh.state_dict() == scaler.state_dict() and fresh.get_scale() == 2.0 ** 17
+    with pytest.raises(CheckpointError, match="no scaler.pt"):
+        Checkpoints.load_scaler(ck.save(5, model, optimizer), fresh)

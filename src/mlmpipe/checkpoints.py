@@ -1,5 +1,6 @@
 """Training checkpoints: written atomically every N steps, the newest one whose fingerprint (training
-params that change the math, initial weights, data) matches is resumed; cleared after a finished run."""
+params that change the math, initial weights, data) matches and that the same training code wrote is resumed,
+strictly (every weight, the optimizer, fp16's gradient scaler); cleared after a finished run."""
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,12 @@ log = logging.getLogger(__name__)
 BEST = "best.safetensors"  # in a checkpoint: the weights at the lowest validation loss so far (pretrain.keep_best)
 # Params that change only logging or bookkeeping, not the trained weights.
 NON_MATH = ("launcher", "log_every", "eval_every", "eval_blocks", "checkpoint_every", "keep_checkpoints",
-            "num_threads", "compile", "attention_kernel")
+            "num_threads", "compile", "attention_kernel", "resume_other_code")
+# The library modules whose code shapes what training computes: a checkpoint written by other versions of them
+# is not resumed (unless pretrain.resume_other_code). tests/test_dvc_deps.py keeps them among pretrain's deps.
+TRAINING_CODE = ("batches.py", "checkpoints.py", "compute.py", "families.py", "grouping.py", "masking.py",
+                 "model.py", "training.py", "validation.py")
+SCALER = "scaler.pt"  # in a checkpoint of an fp16 run: the gradient scaler's state
 
 
 class CheckpointError(MlmpipeError):
@@ -41,6 +47,14 @@ def fingerprint(p: Pretrain, init_dir: str, data: np.ndarray | list) -> str:
     return h.hexdigest()
 
 
+def code_fingerprint(files: tuple[str, ...] = TRAINING_CODE, package: Path = Path(__file__).parent) -> str:
+    """A hash of the training code (``files`` of the package), so that a fix to it is not resumed over."""
+    h = hashlib.sha256()
+    for name in files:
+        h.update(name.encode() + b"\0" + (package / name).read_bytes())
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class Found:
     """A complete checkpoint whose fingerprint matches, with its ``state.json`` as read (once)."""
@@ -52,11 +66,14 @@ class Found:
 class Checkpoints:
     """``step-NNNNNNN`` directories written atomically; the newest matching one is resumed."""
 
-    def __init__(self, root: str, fp: str, keep: int):
+    def __init__(self, root: str, fp: str, keep: int, code: str | None = None, resume_other_code: bool = False):
         self.root, self.fp, self.keep = Path(root), fp, keep
+        self.code, self.resume_other_code = code or code_fingerprint(), resume_other_code
 
-    def save(self, step: int, model, optimizer, extra: dict | None = None, best: dict | None = None) -> Path:
-        """``best``: the weights kept so far by ``pretrain.keep_best`` (saved beside the current ones)."""
+    def save(self, step: int, model, optimizer, extra: dict | None = None, best: dict | None = None,
+             scaler=None) -> Path:
+        """``best``: the weights kept so far by ``pretrain.keep_best`` (saved beside the current ones);
+        ``scaler``: fp16's gradient scaler, whose state a resumed run must continue from."""
         final = self.root / f"step-{step:07d}"
         with atomic_dir(final) as tmp:  # a ".step-….tmp-…" name, never taken for a complete checkpoint
             state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -64,8 +81,10 @@ class Checkpoints:
             if best is not None:
                 save_file(_untie(best), tmp / BEST)
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            if scaler is not None:
+                torch.save(scaler.state_dict(), tmp / SCALER)
             with open(tmp / "state.json", "w", encoding="utf-8") as fh:
-                json.dump({"step": step, "fingerprint": self.fp, **(extra or {})}, fh)
+                json.dump({"step": step, "fingerprint": self.fp, "code": self.code, **(extra or {})}, fh)
         for old in self.complete()[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
@@ -92,6 +111,13 @@ class Checkpoints:
             if state.get("fingerprint") != self.fp:
                 log.warning("ignoring checkpoint %s: it was written with other training params or data", d)
                 continue
+            if state.get("code") != self.code:
+                if not self.resume_other_code:
+                    log.warning("ignoring checkpoint %s: it was written by other training code (%s); set "
+                                "pretrain.resume_other_code: true to resume it anyway", d, ", ".join(TRAINING_CODE))
+                    continue
+                log.warning("resuming checkpoint %s although other training code wrote it "
+                            "(pretrain.resume_other_code: true)", d)
             return Found(state["step"], d, state)
         return None
 
@@ -115,14 +141,33 @@ class Checkpoints:
                                   f"checkpoint and rerun") from None
 
     @staticmethod
+    def load_scaler(d: Path, scaler) -> None:
+        """Restore fp16's gradient scaler (its scale and growth tracker) from checkpoint ``d``."""
+        if not (d / SCALER).is_file():
+            raise CheckpointError(f"checkpoint {d} has no {SCALER} although the run uses fp16; delete it and rerun")
+        scaler.load_state_dict(torch.load(d / SCALER, weights_only=True))
+
+    @staticmethod
     def load(d: Path, model, optimizer) -> None:
         try:
             state = load_file(d / "model.safetensors")
-            model.load_state_dict(state, strict=False)
+        except Exception as e:  # safetensors raises many kinds on truncated files
+            raise _corrupt(d, e) from None
+        # strictly: every weight of the model and no other, else it is some other model's checkpoint
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"checkpoint {d} does not fit the model: {len(missing)} weights missing "
+                                  f"({', '.join(missing[:2])}{', ...' if len(missing) > 2 else ''}), "
+                                  f"{len(unexpected)} unexpected; delete it and rerun")
+        try:
             optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu"))
-        except Exception as e:  # safetensors and torch raise many kinds on truncated files
-            raise CheckpointError(f"checkpoint {d} is corrupt or truncated ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else ''}); delete it and rerun") from None
+        except Exception as e:
+            raise _corrupt(d, e) from None
+
+
+def _corrupt(d: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(f"checkpoint {d} is corrupt or truncated ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); delete it and rerun")
 
 
 def cpu_state(model) -> dict:

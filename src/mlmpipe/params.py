@@ -141,6 +141,7 @@ class Pretrain:
     checkpoint_every: int = _f(500, ge=1)
     keep_checkpoints: int = _f(2, ge=1)
     keep_best: bool = False  # save the weights of the validation with the lowest loss (step recorded), not the last
+    resume_other_code: bool = False  # resume a checkpoint that other training code wrote (after a code fix)
 
 
 @dataclass(frozen=True)

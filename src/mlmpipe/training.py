@@ -103,13 +103,15 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
 
     model.to(acc.device)
     optimizer = make_optimizer(model, p, acc.device.type)
-    ckpt = Checkpoints(checkpoint_dir, fingerprint_, p.keep_checkpoints)
+    ckpt = Checkpoints(checkpoint_dir, fingerprint_, p.keep_checkpoints, resume_other_code=p.resume_other_code)
     found = ckpt.restore(model, optimizer)
     start, progress = (found.step if found else 0), Progress.restored(found)
     if found:
         log.info("resuming from %s (step %d of %d)", found.dir, start, total)
     compute = precision.compute_model(model)  # after the restore: bf16-pure copies the restored weights
     wrapper, optimizer = acc.prepare(SparseMLM(compute, sparse=p.sparse_head), optimizer)
+    if found and acc.scaler is not None:  # fp16: continue with the scale the interrupted run had reached
+        Checkpoints.load_scaler(found.dir, acc.scaler)
     if p.compile:
         wrapper = torch.compile(wrapper)
     sched = _scheduler(optimizer, p, total, start)
@@ -157,10 +159,10 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
                 bar.set_postfix(refresh=False, loss=f"{loss / max(batch.masked, 1):.3f}",
                                 tok_s=f"{progress.tokens_seen / max(progress.train_time, 1e-9):.0f}")
             if done % p.checkpoint_every == 0 and done < total and main:
-                ckpt.save(done, model, optimizer, progress.state(), progress.best)
+                ckpt.save(done, model, optimizer, progress.state(), progress.best, acc.scaler)
             if stop.signal is not None and done < total:  # SIGINT/SIGTERM: a checkpoint, then stop
                 if main:
-                    d = ckpt.save(done, model, optimizer, progress.state(), progress.best)
+                    d = ckpt.save(done, model, optimizer, progress.state(), progress.best, acc.scaler)
                     log.warning("interrupted at step %d; checkpoint written to %s", done, d)
                 acc.wait_for_everyone()
                 raise Interrupted(f"pretrain interrupted by signal {stop.signal} at step {done}/{total}; "
