@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 
 import numpy as np
 
@@ -35,48 +34,36 @@ def blocks_dataset(blocks: np.ndarray, tokenizer):
     })
 
 
-def make_model(vocab_size: int, block_size: int, layers: int, hidden: int, heads: int, intermediate: int,
-               pad_token_id: int, bos_token_id: int, eos_token_id: int, dropout: float | None = None, seed: int = 42,
-               attn_implementation: str | None = None):
-    """``RobertaForMaskedLM`` from a ``RobertaConfig``, as in "How to train a new language model from scratch"
-    (max_position_embeddings = block + 2, type_vocab_size = 1); dropout None keeps the config default (0.1),
-    attn_implementation None transformers' default (sdpa)."""
+def make_model(config, seed: int = 42):
+    """``RobertaForMaskedLM`` from a ``RobertaConfig`` (``common.model_config``: max_position_embeddings = block + 2,
+    type_vocab_size = 1, dropout 0.1 unless given), as in "How to train a new language model from scratch"."""
     import torch
-    from transformers import RobertaConfig, RobertaForMaskedLM
+    from transformers import RobertaForMaskedLM
 
-    kw = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-    config = RobertaConfig(vocab_size=vocab_size, max_position_embeddings=block_size + 2, num_hidden_layers=layers,
-                           hidden_size=hidden, num_attention_heads=heads, intermediate_size=intermediate,
-                           type_vocab_size=1, pad_token_id=pad_token_id, bos_token_id=bos_token_id,
-                           eos_token_id=eos_token_id, **kw)
-    if attn_implementation is not None:
-        config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     return RobertaForMaskedLM(config)
 
 
 def step_timer_callback():
-    """A TrainerCallback recording wall time at every on_step_begin / on_step_end (synchronizing CUDA)."""
-    import torch
+    """A TrainerCallback recording wall time at every on_step_begin / on_step_end (synchronizing CUDA): the
+    compute-only time of a step, without fetching and collating its batch (``common.StepClock`` times whole
+    steps)."""
     from transformers import TrainerCallback
+
+    from common import now
 
     class StepTimer(TrainerCallback):
         def __init__(self):
             self.begin, self.end = [], []
 
-        def _now(self, args):
-            if args.device.type == "cuda":
-                torch.cuda.synchronize()
-            return time.perf_counter()
-
         def on_train_begin(self, args, state, control, **kw):
-            self.train_begin = self._now(args)
+            self.train_begin = now(args.device.type == "cuda")
 
         def on_step_begin(self, args, state, control, **kw):
-            self.begin.append(self._now(args))
+            self.begin.append(now(args.device.type == "cuda"))
 
         def on_step_end(self, args, state, control, **kw):
-            self.end.append(self._now(args))
+            self.end.append(now(args.device.type == "cuda"))
 
     return StepTimer()
 

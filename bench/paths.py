@@ -21,62 +21,28 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(HERE))
-
-import worker  # noqa: E402
-from speed import SEED, StepClock, cpu_info  # noqa: E402
+import worker
+from common import SEED, StepClock, cpu_info, load_blocks, prepare_data, project_params, step_times
 
 PATHS = ("group", "whole_word", "line_by_line", "line_by_line_unsorted")
 
 
-def prepare(d: Path, vocab: int, block: int) -> None:
-    """Corpus, tokenizer, and both tokenizations as .npy files in ``d``."""
-    import numpy as np
-
-    from mlmpipe import corpus, grouping, sources, tokenizer
-
-    cdir = d / "corpus"
-    cdir.mkdir(parents=True)
-    corpus.write_corpus(corpus.clean(sources.builtin_python_docs(), 40, True, None), cdir, SEED, 0.05)
-    tok = tokenizer.train(corpus.read_split(cdir, "train"), "bpe", vocab, 2, False, 512)
-    tok.save_pretrained(str(d / "tokenizer"))
-    for mode in ("group", "line_by_line"):
-        for split in ("train", "validation"):
-            ds = grouping.tokenize_split(cdir / f"{split}.parquet", tok, mode, block, 1, 1000, d / "scratch")
-            data = grouping.load_blocks_from(ds)
-            if mode == "group":
-                np.save(d / f"{mode}-{split}.npy", np.ascontiguousarray(data, dtype=np.int32))
-            else:
-                np.save(d / f"{mode}-{split}.npy", np.array([np.asarray(x, dtype=np.int32) for x in data],
-                                                             dtype=object), allow_pickle=True)
-            del ds
-        grouping.clear_scratch(d / "scratch")
-
-
 def measure(spec: dict) -> dict:
-    import numpy as np
-    from mlmpipe.params import read_params
-
     from mlmpipe import model as M
     from mlmpipe import params as P
     from mlmpipe import tokenizer, training
     from mlmpipe.batches import Batches
     from mlmpipe.masking import Masker
 
-    raw = read_params(str(ROOT / "params.yaml"))  # as the stages (and DVC) read it
+    raw = project_params()
     d, path = Path(spec["data"]), spec["path"]
     tok = tokenizer.load(str(d / "tokenizer"))
     mode = "line_by_line" if path.startswith("line_by_line") else "group"
-    load = (lambda f: np.load(f)) if mode == "group" else (lambda f: list(np.load(f, allow_pickle=True)))
-    train_data, val_data = load(d / f"{mode}-train.npy"), load(d / f"{mode}-validation.npy")
+    train_data, val_data = load_blocks(d, "train", mode), load_blocks(d, "validation", mode)
     total = spec["warmup"] + spec["steps"]
     p = P.parse(P.Pretrain, "pretrain", {**raw["pretrain"], "max_steps": total, "epochs": None,
                                          "whole_word": path == "whole_word", "log_every": 10,
@@ -91,11 +57,8 @@ def measure(spec: dict) -> dict:
                        show_progress=False)
     finally:
         clock.close()
-    ends = clock.ends
-    if len(ends) != total:
-        raise RuntimeError(f"saw {len(ends)} optimizer steps, expected {total}")
+    timed = sum(step_times(clock.ends, spec["warmup"], total))
     real, padded = padding(Batches(train_data, masker, p, SEED, tok.pad_token_id), spec["warmup"], total)
-    timed = ends[-1] - ends[spec["warmup"] - 1]
     return {"tok_s": real / timed, "padding": 1 - real / padded, "step_ms": 1000 * timed / spec["steps"],
             "examples": len(train_data)}
 
@@ -121,9 +84,7 @@ def main() -> None:
         return
     if a.steps < 1 or a.warmup < 1 or a.rounds < 1:
         ap.error("--steps, --warmup and --rounds must be >= 1")
-    from mlmpipe.params import read_params
-
-    raw = read_params(str(ROOT / "params.yaml"))  # as the stages (and DVC) read it
+    raw = project_params()
     block, vocab = raw["tokenize_group"]["block_size"], raw["train_tokenizer"]["vocab_size"]
     print(f"# data paths benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}  {cpu_info()}; load average "
           f"{os.getloadavg()[0]:.2f}")
@@ -132,7 +93,7 @@ def main() -> None:
     results: dict[str, list] = {k: [] for k in PATHS}
     with tempfile.TemporaryDirectory(prefix="bench_paths_data_") as t:
         data = Path(t) / "data"
-        prepare(data, vocab, block)
+        prepare_data(data, vocab, block, modes=("group", "line_by_line"))
         for rnd in range(a.rounds):
             for path in PATHS:
                 spec = {"data": str(data), "path": path, "block": block, "steps": a.steps, "warmup": a.warmup}

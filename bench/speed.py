@@ -15,7 +15,6 @@ The last line is ``ours_tok_s=<n> hf_bf16_tok_s=<n> ratio=<ours/hf>``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -24,101 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "src"))  # mlmpipe from this checkout even without `pip install -e`
-sys.path.insert(0, str(HERE))
-
-import worker  # noqa: E402
+import worker
+from common import (SEED, StepClock, cpu_info, flop_counts, load_blocks, matmul_peak, model_config, prepare_data,
+                    steady)
 
 SHAPES = {  # layers, hidden, heads, intermediate
     "roberta-4x256": (4, 256, 4, 1024),
     "roberta-base": (12, 768, 12, 3072),
 }
 H100_BF16_DENSE_TFLOPS = 989.0
-SEED = 42
-
-
-# ----------------------------------------------------------------------------------------------- data
-
-def prepare_data(d: Path, vocab: int, block: int) -> dict:
-    """Default corpus -> cleaned split -> byte-level BPE (``vocab`` requested) -> ``block``-token blocks,
-    all through the library; cached in ``d`` (reused when vocab and block match)."""
-    meta_file = d / "meta.json"
-    want = {"vocab_requested": vocab, "block_size": block, "source": "builtin:python-docs"}
-    if meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        if all(meta.get(k) == v for k, v in want.items()):
-            return meta
-    import datasets
-    import numpy as np
-
-    from mlmpipe import corpus, grouping, sources, tokenizer
-
-    datasets.disable_progress_bars()
-    t0 = time.perf_counter()
-    d.mkdir(parents=True, exist_ok=True)
-    cdir = d / "corpus"
-    cdir.mkdir(exist_ok=True)
-    docs = corpus.clean(sources.builtin_python_docs(), 40, True, None)
-    cstats = corpus.write_corpus(docs, cdir, SEED, 0.05)
-    tok = tokenizer.train(corpus.read_split(cdir, "train"), "bpe", vocab, 2, False, 512)
-    tok.save_pretrained(str(d / "tokenizer"))
-    counts = {}
-    for split in ("train", "validation"):
-        ds = grouping.tokenize_split(cdir / f"{split}.parquet", tok, "group", block, 1, 1000, d / "scratch")
-        grouping.save_split(ds, d / "tokenized" / split)
-        del ds
-        arr = grouping.load_blocks(d / "tokenized" / split)
-        np.save(d / f"{split}.npy", np.ascontiguousarray(arr, dtype=np.int32))
-        counts[split] = int(arr.shape[0])
-    grouping.clear_scratch(d / "scratch")
-    meta = {**want, "vocab_size": len(tok), "documents": cstats["documents"], "bytes": cstats["bytes"],
-            "train_blocks": counts["train"], "validation_blocks": counts["validation"],
-            "prepare_s": round(time.perf_counter() - t0, 1)}
-    meta_file.write_text(json.dumps(meta, indent=1))
-    return meta
-
-
-# ----------------------------------------------------------------------------------------------- peak
-
-def matmul_peak(device: str, dtype_name: str, n: int, reps: int) -> dict:
-    """Best and median GFLOP/s of an n x n @ n x n matmul (2 n^3 FLOPs) in ``dtype_name``."""
-    import torch
-
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(2):
-        a @ b
-    sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        sync()
-        times.append(time.perf_counter() - t0)
-    flops = 2 * n ** 3
-    del a, b
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return {"dtype": dtype_name, "n": n, "reps": reps, "gflops_best": flops / min(times) / 1e9,
-            "gflops_median": flops / statistics.median(times) / 1e9}
 
 
 # ---------------------------------------------------------------------------------------------- FLOPs
-
-def flop_counts(layers: int, hidden: int, heads: int, inter: int, vocab: int, block: int, masked: float) -> dict:
-    """Training FLOPs per token (forward + backward = 3 x forward, PaLM-style accounting)."""
-    enc = layers * (4 * hidden * hidden + 4 * hidden        # Q, K, V, O
-                    + 2 * hidden * inter + inter + hidden   # FFN
-                    + 4 * hidden)                           # 2 LayerNorms
-    head = hidden * hidden + hidden + 2 * hidden + hidden * vocab + vocab  # dense, LayerNorm, decoder (tied)
-    attn = 12 * layers * block * hidden
-    return {"encoder_params": enc, "head_params": head, "attention": attn,
-            "hf": 6 * enc + attn + 6 * head, "ours": 6 * enc + attn + 6 * head * masked}
-
 
 def masked_fraction(train_path: Path, tok_dir: Path) -> float:
     import numpy as np
@@ -135,40 +51,6 @@ def masked_fraction(train_path: Path, tok_dir: Path) -> float:
 
 # -------------------------------------------------------------------------------------------- workers
 
-def steady(ends: list[float], warmup: int, batch: int, block: int, total: int) -> dict:
-    """``ends[k]``: the end of step k+1; steps warmup+1 .. are timed (their start is the end of the one before)."""
-    if len(ends) != total:
-        raise RuntimeError(f"saw {len(ends)} optimizer steps, expected {total}: cannot time the steps")
-    timed = [ends[k] - ends[k - 1] for k in range(warmup, len(ends))]
-    tokens = batch * block
-    return {"timed_steps": len(timed), "timed_s": sum(timed), "tok_s": len(timed) * tokens / sum(timed),
-            "step_ms_median": 1000 * statistics.median(timed), "step_ms_min": 1000 * min(timed),
-            "step_ms_max": 1000 * max(timed), "tok_s_median_step": tokens / statistics.median(timed),
-            "tok_s_fastest_step": tokens / min(timed)}
-
-
-class StepClock:
-    """Records the time after every ``optimizer.step()`` of any optimizer in the process (a global torch hook),
-    so both loops are timed the same way without relying on their logging: the interval between two
-    consecutive step ends is one whole step (batch, masking or collation, forward, backward, update)."""
-
-    def __init__(self, cuda: bool):
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
-        self.cuda, self.ends = cuda, []
-        self.handle = register_optimizer_step_post_hook(self._hook)
-
-    def _hook(self, optimizer, args, kwargs):
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize()
-        self.ends.append(time.perf_counter())
-
-    def close(self):
-        self.handle.remove()
-
-
 def profiled(enabled: bool, fn):
     if not enabled:
         return fn(), None
@@ -184,25 +66,19 @@ def profiled(enabled: bool, fn):
 
 
 def worker_ours(spec: dict) -> dict:
-    import numpy as np
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from mlmpipe import model as M
     from mlmpipe import params as P
-    from mlmpipe.compute import resolve_attention
     from mlmpipe import tokenizer, training
+    from mlmpipe.compute import resolve_attention
     from mlmpipe.masking import Masker
 
     torch.set_num_threads(spec["threads"])
     d = Path(spec["data"])
     tok = tokenizer.load(str(d / "tokenizer"))
-    train_data = np.load(d / "train.npy")
-    val_data = np.load(d / "validation.npy")
-    layers, hidden, heads, inter = spec["dims"]
-    m = P.Model(family="roberta", layers=layers, hidden=hidden, heads=heads, intermediate=inter,
-                dropout=spec["dropout"])
-    config = M.make_config(m, tok, spec["block"])
+    train_data, val_data = load_blocks(d, "train"), load_blocks(d, "validation")
+    config = model_config(tok, spec["block"], spec["dims"], spec["dropout"])
     torch.manual_seed(SEED)
     model = AutoModelForMaskedLM.from_config(config)
     total = spec["warmup"] + spec["steps"]
@@ -236,7 +112,6 @@ def worker_ours(spec: dict) -> dict:
 
 
 def worker_hf(spec: dict) -> dict:
-    import numpy as np
     import torch
     from transformers import AutoTokenizer
 
@@ -245,11 +120,9 @@ def worker_hf(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     d = Path(spec["data"])
     tok = AutoTokenizer.from_pretrained(str(d / "tokenizer"))
-    blocks = np.load(d / "train.npy")
-    layers, hidden, heads, inter = spec["dims"]
-    model = hf_recipe.make_model(len(tok), spec["block"], layers, hidden, heads, inter, tok.pad_token_id,
-                                 tok.bos_token_id, tok.eos_token_id, dropout=spec["dropout"], seed=SEED,
-                                 attn_implementation=spec.get("hf_attn"))
+    blocks = load_blocks(d, "train")
+    model = hf_recipe.make_model(model_config(tok, spec["block"], spec["dims"], spec["dropout"],
+                                              spec.get("hf_attn")), seed=SEED)
     total = spec["warmup"] + spec["steps"]
     clock = StepClock(spec["device"] == "cuda")
     with tempfile.TemporaryDirectory(prefix="bench_hf_") as output_dir:
@@ -270,17 +143,6 @@ def worker_hf(spec: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------- main
 
-def cpu_info() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    isa = [f for f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2") if f in flags]
-    return f"{name}, {os.cpu_count()} logical CPUs, {' '.join(isa) or 'no AVX'}"
-
-
 def precision_choices() -> tuple:
     """The values this checkout's ``pretrain.mixed_precision`` accepts."""
     import typing
@@ -290,18 +152,7 @@ def precision_choices() -> tuple:
     return typing.get_args(typing.get_type_hints(P.Pretrain)["mixed_precision"])
 
 
-def report_run(name: str, r: dict) -> None:
-    extra = (f"; compute-only (on_step_begin->end) {r['compute_only_tok_s']:.0f} tok/s"
-             if "compute_only_tok_s" in r else "")
-    print(f"run {name:<32} {r['tok_s']:9.0f} tok/s  ({r['tok_s_median_step']:.0f} from the median step, "
-          f"{r['tok_s_fastest_step']:.0f} from the fastest; "
-          f"step median {r['step_ms_median']:.1f} ms, min {r['step_ms_min']:.1f}, max {r['step_ms_max']:.1f}); "
-          f"dropout {r['dropout']}, attention {r['attn_implementation']}; wall {r['wall_s']:.0f} s{extra}", flush=True)
-    if r.get("profile"):
-        print(f"--- profile: {name} (all steps, warm-up included)\n{r['profile']}", flush=True)
-
-
-def main() -> None:
+def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--steps", type=int, default=60, help="timed optimizer steps per run")
@@ -334,17 +185,20 @@ def main() -> None:
     ap.add_argument("--peak-n", type=int, default=0, help="matmul size for the peak (0: 4096 CPU, 8192 CUDA)")
     ap.add_argument("--profile", action="store_true", help="print torch.profiler top ops of every run")
     worker.add_args(ap, ("ours", "hf"))
-    a = ap.parse_args()
-    if worker.serve(a, {"ours": worker_ours, "hf": worker_hf}):
-        return
+    return ap, ap.parse_args()
+
+
+def check_args(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     if a.ours_only and a.hf_only:
         ap.error("--ours-only and --hf-only exclude each other")
     if a.ours_precision not in precision_choices():
         ap.error(f"--ours-precision {a.ours_precision!r}: pretrain.mixed_precision accepts {precision_choices()}")
     if a.steps < 1 or a.warmup < 1 or a.repeats < 1:
         ap.error("--steps, --warmup and --repeats must be >= 1 (the first step's start is not observable)")
-    sys.stdout.reconfigure(line_buffering=True)
 
+
+def machine(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[str, int]:
+    """The device and torch threads (set here); prints the header, and a warning when the CPU is loaded."""
     import numpy as np  # noqa: F401  (fail early if the venv is not there)
     import torch
 
@@ -355,19 +209,20 @@ def main() -> None:
         ap.error("--device cuda: no CUDA device visible to torch")
     threads = a.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    layers, hidden, heads, inter = SHAPES[a.shape]
-    our_dropout = __import__("mlmpipe.params", fromlist=["Model"]).Model().dropout
-
     print(f"# speed benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}")
     print(f"device: {device} ({torch.cuda.get_device_name() if device == 'cuda' else cpu_info()}); "
           f"torch {torch.__version__}; threads {threads}; load average {os.getloadavg()[0]:.2f} "
           f"(the CPU may be shared with other jobs)")
-
     if os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5:
         print(f"warning: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: other jobs compete for the "
               "CPU, so the figures are noisy and low" + (
                   f"; with {threads} torch threads every parallel op also waits for whichever thread is descheduled "
                   "(try --threads 1 for comparison)" if threads > 1 else ""))
+    return device, threads
+
+
+def data(a: argparse.Namespace) -> tuple[Path, dict, tempfile.TemporaryDirectory | None]:
+    """The blocks both sides train on (``--data`` or a temp dir, returned to clean up); prints data and shape."""
     tmp = None
     if a.data is None:
         tmp = tempfile.TemporaryDirectory(prefix="bench_speed_")
@@ -375,23 +230,22 @@ def main() -> None:
     else:
         data_dir = a.data
     meta = prepare_data(data_dir, a.vocab, a.block)
-    vocab = meta["vocab_size"]
+    layers, hidden, heads, inter = SHAPES[a.shape]
     print(f"data: builtin:python-docs, {meta['documents']} documents, {meta['bytes'] / 1e6:.1f} MB; BPE vocab "
-          f"{vocab} (requested {a.vocab}); {meta['train_blocks']} train blocks of {a.block} tokens "
+          f"{meta['vocab_size']} (requested {a.vocab}); {meta['train_blocks']} train blocks of {a.block} tokens "
           f"(prepared in {meta.get('prepare_s', 0)} s, {data_dir if tmp is None else 'temp dir'})")
     print(f"shape: {a.shape}: RoBERTa {layers} layers x {hidden} hidden, {heads} heads, intermediate {inter}; "
           f"batch {a.batch} x block {a.block} = {a.batch * a.block} tokens/step; {a.warmup} warm-up + "
           f"{a.steps} timed steps per run")
+    return data_dir, meta, tmp
 
-    n = a.peak_n or (8192 if device == "cuda" else 4096)
-    peaks = {"bf16": [matmul_peak(device, "bf16", n, 5)], "fp32": [matmul_peak(device, "fp32", n, 3)]}
-    print(f"matmul peak (before runs, {n}^3): bf16 {peaks['bf16'][0]['gflops_best']:.0f} GFLOP/s, "
-          f"fp32 {peaks['fp32'][0]['gflops_best']:.0f} GFLOP/s")
 
-    base = {"data": str(data_dir), "dims": [layers, hidden, heads, inter], "block": a.block, "batch": a.batch,
-            "steps": a.steps, "warmup": a.warmup, "threads": threads, "device": device, "profile": a.profile,
-            "num_workers": a.hf_workers}
-    runs: dict[str, dict] = {}
+def peaks(device: str, n: int) -> dict:
+    return {"bf16": matmul_peak(device, "bf16", n, 5), "fp32": matmul_peak(device, "fp32", n, 3)}
+
+
+def plan_runs(a: argparse.Namespace, base: dict, our_dropout: float) -> list[tuple[str, dict]]:
+    """(name, worker spec) of every run: ours and the recipe, and with ``--levers`` one change each."""
     plan = []
     if not a.hf_only:
         plan.append(("ours", {**base, "side": "ours", "mixed_precision": a.ours_precision, "sparse_head": True,
@@ -410,27 +264,40 @@ def main() -> None:
                  ("ours compile", {**ours, "compile": True})]
         if not a.ours_only:  # the recipe with transformers' eager attention instead of its default (sdpa)
             plan.append(("hf_bf16 attn=eager", {**plan[1][1], "hf_attn": "eager"}))
+    return plan
+
+
+def report_run(name: str, r: dict) -> None:
+    extra = (f"; compute-only (on_step_begin->end) {r['compute_only_tok_s']:.0f} tok/s"
+             if "compute_only_tok_s" in r else "")
+    print(f"run {name:<32} {r['tok_s']:9.0f} tok/s  ({r['tok_s_median_step']:.0f} from the median step, "
+          f"{r['tok_s_fastest_step']:.0f} from the fastest; "
+          f"step median {r['step_ms_median']:.1f} ms, min {r['step_ms_min']:.1f}, max {r['step_ms_max']:.1f}); "
+          f"dropout {r['dropout']}, attention {r['attn_implementation']}; wall {r['wall_s']:.0f} s{extra}", flush=True)
+    if r.get("profile"):
+        print(f"--- profile: {name} (all steps, warm-up included)\n{r['profile']}", flush=True)
+
+
+def run_plan(plan: list[tuple[str, dict]], repeats: int) -> tuple[dict, dict]:
+    """Every run of the plan ``repeats`` times, alternating; (all results per name, the median-tok/s one per name)."""
     every: dict[str, list] = {}
-    for rep in range(a.repeats):
+    for rep in range(repeats):
         for name, spec in plan:
             r = worker.run(__file__, spec["side"], spec, name, cpu_only=spec["device"] == "cpu")
             every.setdefault(name, []).append(r)
-            report_run(f"{name}{f' #{rep + 1}' if a.repeats > 1 else ''}", r)
-    for name, rs in every.items():  # the run with the median tokens/s stands for each side
-        runs[name] = sorted(rs, key=lambda r: r["tok_s"])[(len(rs) - 1) // 2]
-    if a.repeats > 1:
-        print(f"(each figure below is the median of {a.repeats} runs; spread = min-max)")
+            report_run(f"{name}{f' #{rep + 1}' if repeats > 1 else ''}", r)
+    runs = {name: sorted(rs, key=lambda r: r["tok_s"])[(len(rs) - 1) // 2] for name, rs in every.items()}
+    if repeats > 1:
+        print(f"(each figure below is the median of {repeats} runs; spread = min-max)")
         for name, rs in every.items():
             t = [r["tok_s"] for r in rs]
             print(f"  {name:<32} median {statistics.median(t):9.0f} tok/s, spread {min(t):.0f}-{max(t):.0f}")
+    return every, runs
 
-    peaks["bf16"].append(matmul_peak(device, "bf16", n, 5))
-    peaks["fp32"].append(matmul_peak(device, "fp32", n, 3))
-    peak = {k: max(p["gflops_best"] for p in v) for k, v in peaks.items()}
-    print(f"matmul peak (after runs): bf16 {peaks['bf16'][1]['gflops_best']:.0f} GFLOP/s, fp32 "
-          f"{peaks['fp32'][1]['gflops_best']:.0f} GFLOP/s; using the best: bf16 {peak['bf16']:.0f}, "
-          f"fp32 {peak['fp32']:.0f} GFLOP/s")
 
+def report_flops(a: argparse.Namespace, device: str, runs: dict, peak: dict, data_dir: Path, vocab: int) -> None:
+    """FLOPs per token of each side and each run's achieved TFLOP/s against the measured peak (and MFU on CUDA)."""
+    layers, hidden, heads, inter = SHAPES[a.shape]
     f_mask = masked_fraction(data_dir / "train.npy", data_dir / "tokenizer")
     fl = flop_counts(layers, hidden, heads, inter, vocab, a.block, f_mask)
     print("FLOPs/token = 6 x N_enc + 12 x layers x block x hidden + 6 x N_head x h, where N_enc = encoder "
@@ -451,6 +318,8 @@ def main() -> None:
             line += f", MFU {mfu:.2f}% of {H100_BF16_DENSE_TFLOPS:.0f} TFLOP/s (H100)"
         print(line)
 
+
+def report_differences(runs: dict, our_dropout: float) -> None:
     print("differences (ours vs HF recipe): dropout "
           f"{our_dropout} (our params default) vs {runs['hf_bf16']['dropout'] if 'hf_bf16' in runs else '-'} "
           "(RobertaConfig default); our MLM head runs on masked positions only (sparse_head), HF's on every "
@@ -461,33 +330,74 @@ def main() -> None:
           "pretrain.attention_kernel auto (on CPU: matmul, two bf16 matmuls and a softmax), HF's "
           f"{runs['hf_bf16']['attn_implementation'] if 'hf_bf16' in runs else '-'} (with sdpa and dropout > 0 "
           "PyTorch picks the math kernel, which upcasts bf16 to fp32); same: blocks, batch, torch threads")
-    ours_r, hf_r = runs.get("ours"), runs.get("hf_bf16")
     if "ours" in runs:
+        ours_r = runs["ours"]
         print(f"  ours: train loss (10-step windows) {ours_r['loss_first']:.3f} -> {ours_r['loss_last']:.3f}; peak RSS "
               f"{ours_r['peak_rss_mb']:.0f} MB (whole worker process)")
-    if hf_r:
-        print(f"  hf:   mean train loss {hf_r['train_loss_mean']:.3f}")
-    if a.levers and ours_r:
-        print(f"levers (ours = sparse_head true, mixed_precision {a.ours_precision}, dropout {our_dropout}, "
-              "attention_kernel auto; each row changes one thing):")
-        for name in [k for k in runs if k.startswith(("ours ", "hf_bf16 "))]:
-            r, side = runs[name], name.split()[0]  # each lever against its own side's run
-            ref_r = runs[side]
-            fast, ref_fast = r["tok_s_fastest_step"], ref_r["tok_s_fastest_step"]
-            print(f"lever {name:<32} {r['tok_s']:9.0f} tok/s = {r['tok_s'] / ref_r['tok_s']:.2f} x {side} (fastest "
-                  f"steps: {fast:.0f} = {fast / ref_fast:.2f} x)")
-    print(f"load average now {os.getloadavg()[0]:.2f}")
+    if "hf_bf16" in runs:
+        print(f"  hf:   mean train loss {runs['hf_bf16']['train_loss_mean']:.3f}")
+
+
+def report_levers(runs: dict, ours_precision: str, our_dropout: float) -> None:
+    print(f"levers (ours = sparse_head true, mixed_precision {ours_precision}, dropout {our_dropout}, "
+          "attention_kernel auto; each row changes one thing):")
+    for name in [k for k in runs if k.startswith(("ours ", "hf_bf16 "))]:
+        r, side = runs[name], name.split()[0]  # each lever against its own side's run
+        ref_r = runs[side]
+        fast, ref_fast = r["tok_s_fastest_step"], ref_r["tok_s_fastest_step"]
+        print(f"lever {name:<32} {r['tok_s']:9.0f} tok/s = {r['tok_s'] / ref_r['tok_s']:.2f} x {side} (fastest "
+              f"steps: {fast:.0f} = {fast / ref_fast:.2f} x)")
+
+
+def last_line(every: dict, runs: dict, repeats: int) -> str:
+    """The ``ours_tok_s=... hf_bf16_tok_s=... ratio=...`` line; with repeats, prints the paired ratios first."""
+    ours_r, hf_r = runs.get("ours"), runs.get("hf_bf16")
     o = ours_r["tok_s"] if ours_r else float("nan")
     h = hf_r["tok_s"] if hf_r else float("nan")
     ratio = o / h if ours_r and hf_r else float("nan")
-    if ours_r and hf_r and a.repeats > 1:  # each repeat ran both sides back to back: a paired ratio
+    if ours_r and hf_r and repeats > 1:  # each repeat ran both sides back to back: a paired ratio
         pairs = [x["tok_s"] / y["tok_s"] for x, y in zip(every["ours"], every["hf_bf16"])]
         ratio = statistics.median(pairs)
         print(f"ratio per repeat (ours / hf, back to back): {', '.join(f'{r:.2f}' for r in pairs)}; median "
               f"{ratio:.2f}, spread {min(pairs):.2f}-{max(pairs):.2f}")
+    return f"ours_tok_s={o:.0f} hf_bf16_tok_s={h:.0f} ratio={ratio:.2f}"
+
+
+def main() -> None:
+    ap, a = parse_args()
+    if worker.serve(a, {"ours": worker_ours, "hf": worker_hf}):
+        return
+    check_args(ap, a)
+    sys.stdout.reconfigure(line_buffering=True)
+    from mlmpipe import params as P
+
+    device, threads = machine(ap, a)
+    our_dropout = P.Model().dropout
+    data_dir, meta, tmp = data(a)
+    n = a.peak_n or (8192 if device == "cuda" else 4096)
+    before = peaks(device, n)
+    print(f"matmul peak (before runs, {n}^3): bf16 {before['bf16']['gflops_best']:.0f} GFLOP/s, "
+          f"fp32 {before['fp32']['gflops_best']:.0f} GFLOP/s")
+
+    base = {"data": str(data_dir), "dims": list(SHAPES[a.shape]), "block": a.block, "batch": a.batch,
+            "steps": a.steps, "warmup": a.warmup, "threads": threads, "device": device, "profile": a.profile,
+            "num_workers": a.hf_workers}
+    every, runs = run_plan(plan_runs(a, base, our_dropout), a.repeats)
+
+    after = peaks(device, n)
+    peak = {k: max(before[k]["gflops_best"], after[k]["gflops_best"]) for k in before}
+    print(f"matmul peak (after runs): bf16 {after['bf16']['gflops_best']:.0f} GFLOP/s, fp32 "
+          f"{after['fp32']['gflops_best']:.0f} GFLOP/s; using the best: bf16 {peak['bf16']:.0f}, "
+          f"fp32 {peak['fp32']:.0f} GFLOP/s")
+    report_flops(a, device, runs, peak, data_dir, meta["vocab_size"])
+    report_differences(runs, our_dropout)
+    if a.levers and "ours" in runs:
+        report_levers(runs, a.ours_precision, our_dropout)
+    print(f"load average now {os.getloadavg()[0]:.2f}")
+    line = last_line(every, runs, a.repeats)
     if tmp is not None:
         tmp.cleanup()
-    print(f"ours_tok_s={o:.0f} hf_bf16_tok_s={h:.0f} ratio={ratio:.2f}")
+    print(line)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(HERE))
-
-import worker  # noqa: E402
-from speed import SEED, cpu_info, prepare_data  # noqa: E402
+import worker
+from common import SEED, StepClock, cpu_info, load_blocks, model_config, prepare_data, project_params
 
 
 def marks(budget: float) -> list[float]:
@@ -40,18 +35,16 @@ def marks(budget: float) -> list[float]:
     return [t for t in out if t < budget] + [budget]
 
 
-class Clock:
+class Clock(StepClock):
     """After every optimizer step: add the step's wall time to the training time; at each mark, evaluate
     (outside the training time) and record (train time, step, perplexity, top-1)."""
 
     def __init__(self, model, masks, pad_id: int, budget: float):
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
         self.model, self.masks, self.pad_id = model, masks, pad_id
         self.todo, self.rows, self.train_s, self.steps = marks(budget), [], 0.0, 0
         self.last = None
         self.done = False
-        self.handle = register_optimizer_step_post_hook(self._hook)
+        super().__init__()
 
     def start(self) -> None:
         self.last = time.perf_counter()
@@ -72,24 +65,18 @@ class Clock:
         self.done = not self.todo
         self.last = time.perf_counter()  # the evaluation is not training time
 
-    def close(self):
-        self.handle.remove()
-
 
 def shared_masks(d: Path, tok):
-    import numpy as np
-
     from mlmpipe import params as P
     from mlmpipe import validation
     from mlmpipe.masking import Masker
 
     ev = P.Evaluate()
-    val = np.load(d / "validation.npy")
+    val = load_blocks(d, "validation")
     return validation.fixed_masks(val, Masker.from_tokenizer(tok), ev.mlm_probability, ev.seed, ev.passes)
 
 
 def worker_hf(spec: dict) -> dict:
-    import numpy as np
     import torch
     from transformers import AutoTokenizer, TrainerCallback
 
@@ -98,8 +85,7 @@ def worker_hf(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     d = Path(spec["data"])
     tok = AutoTokenizer.from_pretrained(str(d / "tokenizer"))
-    model = hf_recipe.make_model(len(tok), spec["block"], 4, 256, 4, 1024, tok.pad_token_id, tok.bos_token_id,
-                                 tok.eos_token_id, seed=SEED)
+    model = hf_recipe.make_model(model_config(tok, spec["block"], (4, 256, 4, 1024)), seed=SEED)
     clock = Clock(model, shared_masks(d, tok), tok.pad_token_id, spec["budget"])
 
     class StopAtBudget(TrainerCallback):
@@ -111,7 +97,7 @@ def worker_hf(spec: dict) -> dict:
             control.should_training_stop = clock.done
 
     # A long run's schedule (as a user would set it for a real run), stopped at the budget.
-    hf_recipe.train(model, tok, np.load(d / "train.npy"), 10 ** 6, 32, use_cpu=True, bf16=True, seed=SEED,
+    hf_recipe.train(model, tok, load_blocks(d, "train"), 10 ** 6, 32, use_cpu=True, bf16=True, seed=SEED,
                     callbacks=[StopAtBudget()])
     clock.close()
     return {"rows": clock.rows}
@@ -120,9 +106,7 @@ def worker_hf(spec: dict) -> dict:
 def worker_ours(spec: dict) -> dict:
     import dataclasses
 
-    import numpy as np
     import torch
-    from mlmpipe.params import read_params
 
     from mlmpipe import model as M
     from mlmpipe import params as P
@@ -132,7 +116,7 @@ def worker_ours(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     d = Path(spec["data"])
     tok = tokenizer.load(str(d / "tokenizer"))
-    raw = read_params(str(ROOT / "params.yaml"))  # as the stages (and DVC) read it
+    raw = project_params()
     m, p = P.section(raw, "model"), P.section(raw, "pretrain")
     p = dataclasses.replace(p, num_threads=spec["threads"], eval_every=10 ** 9, checkpoint_every=10 ** 9,
                             log_every=10 ** 9, **({"max_steps": spec["steps"]} if spec["steps"] else {}))
@@ -140,7 +124,7 @@ def worker_ours(spec: dict) -> dict:
     clock = Clock(model, shared_masks(d, tok), tok.pad_token_id, spec["budget"])
     clock.start()
     with tempfile.TemporaryDirectory(prefix="ttq_ckpt_") as ck:
-        model, _, summary = training.train(model, np.load(d / "train.npy"), np.load(d / "validation.npy"),
+        model, _, summary = training.train(model, load_blocks(d, "train"), load_blocks(d, "validation"),
                                            Masker.from_tokenizer(tok, whole_word=p.whole_word), p, raw["seed"],
                                            tok.pad_token_id, ck, "ttq", show_progress=False)
     clock.close()
@@ -164,9 +148,7 @@ def main() -> None:
     if worker.serve(a, {"ours": worker_ours, "hf": worker_hf}):
         return
     sys.stdout.reconfigure(line_buffering=True)
-    from mlmpipe.params import read_params
-
-    raw = read_params(str(ROOT / "params.yaml"))  # as the stages (and DVC) read it
+    raw = project_params()
     vocab, block = raw["train_tokenizer"]["vocab_size"], raw["tokenize_group"]["block_size"]
     tmp = None if a.data else tempfile.TemporaryDirectory(prefix="ttq_data_")
     d = a.data or Path(tmp.name)
