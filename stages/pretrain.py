@@ -27,11 +27,12 @@ def main() -> None:
         block_size = json.load(fh)["block_size"]
     model = load(paths.model_init)
     fp = checkpoints.fingerprint(p, paths.model_init, train_data)
+    ckpt_dir = checkpoints.run_dir(paths.checkpoints, fp)  # <paths.checkpoints or $MLMPIPE_CHECKPOINTS>/<fp>
     masker = Masker.from_tokenizer(tok, whole_word=p.whole_word)
     main_process = accelerate.PartialState().is_main_process
     live = LiveMetrics(paths.metrics) if main_process else None  # metrics/live + the curves, as the run goes
     model, hist, summary = training.train(model, train_data, val_data, masker, p, seed, tok.pad_token_id,
-                                          paths.checkpoints, fp, train_pairs=train_pairs, val_pairs=val_pairs,
+                                          ckpt_dir, fp, train_pairs=train_pairs, val_pairs=val_pairs,
                                           live=live)
     if main_process:
         tok.model_max_length = block_size
@@ -42,7 +43,7 @@ def main() -> None:
             write_json(tmp / "training_params.json", {"seed": seed, "block_size": block_size, **asdict(p)})
         live.end(hist)  # the whole curves, and DVCLive's summary without timings
         write_report(paths.metrics, "train", summary, FIGURES)
-        checkpoints.clear_checkpoints(paths.checkpoints)
+        checkpoints.clear_checkpoints(ckpt_dir)
 
 
 if __name__ == "__main__":

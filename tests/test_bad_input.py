@@ -145,7 +145,7 @@ def _truncated_checkpoint(c: "Ctx") -> Callable[[], None]:
     init = str(repo.path / paths.model_init)
     fp = checkpoints.fingerprint(p, init, grouping.load_blocks(repo.path / paths.tokenized / "train"))
     model = load(init)
-    ckpt = checkpoints.Checkpoints(str(repo.path / paths.checkpoints), fp, 2)
+    ckpt = checkpoints.Checkpoints(checkpoints.run_dir(str(repo.path / paths.checkpoints), fp, environ={}), fp, 2)
     d = ckpt.save(1, model, make_optimizer(model, p, "cpu"))
     f = d / "model.safetensors"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
@@ -264,7 +264,7 @@ CASES = {
                                         ("model.next_sentence = true", "tokenize_group.mode = 'group'",
                                          "sentence_pairs")),
     "truncated_checkpoint_on_resume": Case(
-        "pretrain", {}, ("data/checkpoints/step-0000001", "corrupt or truncated", "delete it"),
+        "pretrain", {}, ("data/checkpoints/", "/step-0000001", "corrupt or truncated", "delete it"),
         prepare=_truncated_checkpoint),
     "disk_full_while_saving_model": Case("pretrain", {}, ("data/model", "disk is full", "file too large"),
                                          file_size_kb=64),

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline_repo import make_repo, tiny_params
+from pipeline_repo import VENV_BIN, make_repo, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def sha(path: Path) -> str:
 
 def checkpoint_steps(repo) -> set[int]:
     d = repo.path / "data" / "checkpoints"
-    return {int(p.name.split("-")[1]) for p in d.glob("step-*")} if d.is_dir() else set()
+    return {int(p.name.split("-")[1]) for p in d.glob("*/step-*")} if d.is_dir() else set()  # <fingerprint>/step-
 
 
 def newest_step(repo) -> int:
@@ -166,5 +166,67 @@ def test_sigterm_writes_checkpoint_and_says_how_to_resume(tmp_path):
     assert f"signal 15 at step {step}/{STEPS}" in lines[-1] and f"step-{step:07d}" in err, err[-2000:]
     assert not (repo.path / "data" / "model").exists()
     rc, out, err = repo.repro()
-    assert rc == 0 and f"resuming from data/checkpoints/step-{step:07d}" in err, err[-2000:]
+    assert rc == 0 and re.search(rf"resuming from data/checkpoints/[0-9a-f]{{16}}/step-{step:07d}", err), err[-2000:]
     assert repo.read_json("metrics/details/train.json")["resumed_from_step"] == step
+
+
+def _queued_pretrain(root: Path):
+    """The pretrain process of a queued experiment of the repo at ``root`` (it runs in a temporary workspace
+    under .dvc/tmp/exps), or None."""
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmd, cwd = proc.info["cmdline"] or [], proc.info["cwd"] or ""
+        if "stages/pretrain.py" in cmd and "python" in Path(cmd[0]).name and cwd.startswith(str(root)):
+            return proc
+    return None
+
+
+def _queue(repo, env) -> str:
+    rc, out, err = repo.dvc("exp", "run", "--queue", "-S", "pretrain.lr=0.003", env=env)
+    assert rc == 0, err
+    (name,) = re.findall(r"^Queued experiment '([^']+)'", out, re.M)
+    # not through a pipe: the queue's worker inherits the command's stdout and would hold it open until it exits
+    start = subprocess.run([str(VENV_BIN / "dvc"), "queue", "start", "-j", "1"], cwd=repo.path, env=repo.env(env),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    assert start.returncode == 0
+    return name
+
+
+def _queue_state(repo, name: str, want: str, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rc, status, _ = repo.dvc("queue", "status")
+        if re.search(rf"\b{re.escape(name)}\b.*\s{want}\s*$", status, re.M):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{name} not {want} in {timeout} s:\n{status}")
+
+
+def test_a_killed_queued_experiment_resumes_when_queued_again(tmp_path):
+    """$MLMPIPE_CHECKPOINTS puts the checkpoints outside the workspace, keyed by fingerprint: a queued experiment
+    (a temporary workspace that goes with the run) SIGKILLed mid-pretrain resumes from its checkpoint when it is
+    queued again, and the finished run removes its own checkpoints only."""
+    repo = make_repo(tmp_path / "queued", params(max_steps=150, checkpoint_every=10, log_every=50, eval_every=150))
+    cache = tmp_path / "checkpoint-cache"
+    other = cache / ("0" * 16) / "step-0000010"  # another run's, which this one must neither take nor remove
+    other.mkdir(parents=True)
+    env = {"MLMPIPE_CHECKPOINTS": str(cache)}
+    first = _queue(repo, env)
+    deadline, proc = time.time() + 300, None
+    while proc is None:
+        assert time.time() < deadline, "no checkpoint of the queued run in time"
+        steps = {int(p.name.split("-")[1]) for p in cache.glob("*/step-*") if p.parent.name != "0" * 16}
+        if steps and max(steps) >= 20:
+            proc = _queued_pretrain(repo.path)
+        time.sleep(0.05)
+    proc.suspend()
+    killed = max(int(p.name.split("-")[1]) for p in cache.glob("*/step-*") if p.parent.name != "0" * 16)
+    proc.kill()
+    _queue_state(repo, first, "Failed")
+    (run,) = [d for d in cache.iterdir() if d.name != "0" * 16]
+    assert re.fullmatch(r"[0-9a-f]{16}", run.name) and any(run.glob("step-*"))
+
+    second = _queue(repo, env)
+    _queue_state(repo, second, "Success")
+    rc, log, err = repo.dvc("queue", "logs", second)
+    assert rc == 0 and re.search(rf"resuming from {re.escape(str(run))}/step-{killed:07d}", log + err), log[-3000:]
+    assert not run.exists() and other.is_dir()  # its own checkpoints spent, the other run's untouched

@@ -353,9 +353,20 @@ def test_refusals(bpe_tok, data, tmp_path):
 
 
 def test_clear_checkpoints(tmp_path):
-    (tmp_path / "ck" / "step-0000001").mkdir(parents=True)
-    CK.clear_checkpoints(str(tmp_path / "ck"))
-    assert (tmp_path / "ck").is_dir() and not any((tmp_path / "ck").iterdir())
+    for run in ("a" * 16, "b" * 16):
+        (tmp_path / "ck" / run / "step-0000001").mkdir(parents=True)
+    CK.clear_checkpoints(str(tmp_path / "ck" / ("a" * 16)))
+    assert [d.name for d in (tmp_path / "ck").iterdir()] == ["b" * 16]  # another run's checkpoints stay
+
+
+def test_run_dir_is_keyed_by_fingerprint_under_the_root_or_the_environment(tmp_path):
+    fp, other = "ab" * 32, "cd" * 32
+    assert CK.run_dir("data/checkpoints", fp, environ={}) == f"data/checkpoints/{'ab' * 8}"
+    assert CK.run_dir("data/checkpoints", other, environ={}) != CK.run_dir("data/checkpoints", fp, environ={})
+    cache = str(tmp_path / "cache")
+    assert CK.run_dir("data/checkpoints", fp, environ={"MLMPIPE_CHECKPOINTS": cache}) == f"{cache}/{'ab' * 8}"
+    home = os.path.expanduser("~")
+    assert CK.run_dir("~/.cache/mlmpipe/checkpoints", fp, environ={}) == f"{home}/.cache/mlmpipe/checkpoints/{'ab' * 8}"
 
 
 def test_bf16_pure_tracks_autocast_and_keeps_fp32_master(bpe_tok, data, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -185,8 +186,20 @@ def _untie(state: dict) -> dict:
     return out
 
 
-def clear_checkpoints(root: str) -> None:
-    """After a finished run the checkpoints are spent; the (persisted) directory stays, empty."""
-    shutil.rmtree(root, ignore_errors=True)
-    Path(root).mkdir(parents=True, exist_ok=True)
+ROOT_VARIABLE = "MLMPIPE_CHECKPOINTS"  # a checkpoint root that overrides paths.checkpoints
+
+
+def run_dir(root: str, fp: str, environ=None) -> str:
+    """Where a run with fingerprint ``fp`` keeps its checkpoints: ``<root>/<first 16 hex digits of fp>``, the
+    root being $MLMPIPE_CHECKPOINTS if set, else ``root`` (paths.checkpoints; ``~`` expanded). Keyed by the
+    fingerprint, runs that share a root outside the workspace (a queued or temporary experiment's) never
+    pick up each other's checkpoints, and a killed one finds its own when rerun."""
+    environ = os.environ if environ is None else environ
+    base = environ.get(ROOT_VARIABLE) or root
+    return str(Path(os.path.expanduser(base)) / fp[:16])
+
+
+def clear_checkpoints(run: str) -> None:
+    """After a finished run its checkpoints are spent: its directory goes (the root and other runs' stay)."""
+    shutil.rmtree(run, ignore_errors=True)
 
