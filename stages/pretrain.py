@@ -29,19 +29,16 @@ def main() -> None:
     fp = checkpoints.fingerprint(p, paths.model_init, train_data)
     ckpt_dir = checkpoints.run_dir(paths.checkpoints, fp)  # <paths.checkpoints or $MLMPIPE_CHECKPOINTS>/<fp>
     masker = Masker.from_tokenizer(tok, whole_word=p.whole_word)
-    main_process = accelerate.PartialState().is_main_process
-    live = LiveMetrics(paths.metrics) if main_process else None  # metrics/live + the curves, as the run goes
     model, hist, summary = training.train(model, train_data, val_data, masker, p, seed, tok.pad_token_id,
                                           ckpt_dir, fp, train_pairs=train_pairs, val_pairs=val_pairs,
-                                          live=live)
-    if main_process:
+                                          live=lambda: LiveMetrics(paths.metrics))  # metrics/live + the curves
+    if accelerate.PartialState().is_main_process:  # (after training: the Accelerator has set up the processes)
         tok.model_max_length = block_size
         tok.model_input_names = input_names(model)
         with atomic_dir(paths.model) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save(tok, tmp)
             write_json(tmp / "training_params.json", {"seed": seed, "block_size": block_size, **asdict(p)})
-        live.end(hist)  # the whole curves, and DVCLive's summary without timings
         write_report(paths.metrics, "train", summary, FIGURES)
         checkpoints.clear_checkpoints(ckpt_dir)
 

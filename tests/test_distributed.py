@@ -42,3 +42,83 @@ def test_two_processes_match_one(tmp_path):
     assert [s for s, _ in one] == [s for s, _ in two] == list(range(1, 9))
     for (_, a), (_, b) in zip(one, two):
         assert b == pytest.approx(a, rel=2e-3, abs=2e-3)  # same masks and batches; only reduction order differs
+
+
+def _pretrain_processes(root):
+    """Every process of the repo at ``root`` running the pretrain stage: a launcher and its workers."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmd, cwd = proc.info["cmdline"] or [], proc.info["cwd"] or ""
+        if any("stages/pretrain.py" in c for c in cmd) and cwd == str(root):
+            found.append(proc)
+    return found
+
+
+def test_two_processes_killed_and_resumed_end_as_uninterrupted(tmp_path):
+    """2-process DDP (torchrun, gloo) SIGKILLed mid-run, launcher and workers at once, then `dvc repro`: it
+    resumes from the last checkpoint and ends with the uninterrupted 2-process run's weights, bit for bit."""
+    import signal
+    import subprocess
+    import time
+
+    params = tiny_params(pretrain={"launcher": "torchrun --standalone --nproc_per_node 2", "max_steps": 60,
+                                   "batch_size": 8, "log_every": 5, "eval_every": 30, "checkpoint_every": 5,
+                                   "mixed_precision": "no"})
+    ref = make_repo(tmp_path / "ref", params)
+    ok(ref.repro(), "dvc repro (uninterrupted)")
+    repo = make_repo(tmp_path / "killed", params)
+    run = subprocess.Popen([str(make_repo.__globals__["VENV_BIN"] / "dvc"), "repro"], cwd=repo.path, env=repo.env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    try:
+        while not list((repo.path / "data" / "checkpoints").glob("*/step-0000015")):
+            assert run.poll() is None and time.time() < deadline, "no checkpoint at step 15 before the run ended"
+            time.sleep(0.05)
+        procs = _pretrain_processes(repo.path)
+        assert len(procs) >= 3, procs  # torchrun and its two workers
+        for proc in procs:
+            proc.send_signal(signal.SIGKILL)
+        assert run.wait(timeout=120) != 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert not (repo.path / "data" / "model").exists()
+    rc, out, err = repo.repro()
+    assert rc == 0 and "resuming from data/checkpoints/" in err, err[-3000:]
+    assert repo.read_json("metrics/details/train.json")["resumed_from_step"] >= 15
+    assert (repo.path / "data/model/model.safetensors").read_bytes() == \
+        (ref.path / "data/model/model.safetensors").read_bytes()
+    assert curve(repo) == curve(ref)
+
+
+def test_two_nodes_on_loopback_match_one_process(tmp_path):
+    """Two "nodes" (one torchrun each, one process per node, a c10d rendezvous on 127.0.0.1) train the curve of
+    one process with the same global batch; rank 0 writes the outputs."""
+    import socket
+    import subprocess
+
+    params = tiny_params(pretrain={"max_steps": 8, "batch_size": 8, "log_every": 1, "eval_every": 4,
+                                   "checkpoint_every": 100, "mixed_precision": "no"})
+    repo = make_repo(tmp_path / "repo", params)
+    ok(repo.repro(), "dvc repro (one process)")
+    one = curve(repo)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name in ("data/model", "metrics/curve_train.csv"):  # what the two nodes must write again
+        path = repo.path / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    torchrun = str(make_repo.__globals__["VENV_BIN"] / "torchrun")
+    cmd = [torchrun, "--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d",
+           "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "mlmpipe-test", "stages/pretrain.py"]
+    nodes = [subprocess.Popen(cmd, cwd=repo.path, env=repo.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(log[-2000:] for log in logs)
+    assert repo.read_json("metrics/details/train.json")["processes"] == 2
+    two = curve(repo)
+    assert [s for s, _ in one] == [s for s, _ in two] == list(range(1, 9))
+    for (_, a), (_, b) in zip(one, two):
+        assert b == pytest.approx(a, rel=2e-3, abs=2e-3)

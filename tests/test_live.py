@@ -44,10 +44,9 @@ class Watcher:
 
 
 def train(tok, data, p, tmp, masker=None):
-    live = LiveMetrics(str(tmp / "metrics"))
     model, hist, summary = TR.train(fresh_model(tok), data[0], data[1], masker or Masker.from_tokenizer(tok), p, 42,
-                                    tok.pad_token_id, str(tmp / "ck"), "fp", show_progress=False, live=live)
-    live.end(hist)
+                                    tok.pad_token_id, str(tmp / "ck"), "fp", show_progress=False,
+                                    live=lambda: LiveMetrics(str(tmp / "metrics")))
     return hist, summary
 
 

@@ -92,7 +92,8 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
 
     ``train_pairs``/``val_pairs``: (segment ids, next-sentence labels) of sentence-pair data; a model with a
     next-sentence head (BertForPreTraining) then also learns that objective, loss = MLM mean + NSP mean.
-    ``live``: a ``live.LiveMetrics`` (main process only) told every row of the curves as the run goes."""
+    ``live``: makes a ``live.LiveMetrics`` (called on the main process only, once accelerate knows which that
+    is), told every row of the curves as the run goes and the whole history at the end."""
     precision = Precision(p.mixed_precision)
     acc = precision.accelerator
     if acc.device.type == "cpu":
@@ -119,6 +120,7 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
                             pairs=val_pairs if nsp else None)
 
     main, peak_rss = acc.is_main_process, 0.0
+    watcher = live() if live is not None and main else None
     model.train()
     with (_StopFlag() as stop, _progress_bar(show_progress and main, total, start) as bar,
           attention_kernel(p.attention_kernel, acc.device.type, compute)):
@@ -140,9 +142,9 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
                 progress.history.train.append(row)
                 if main:
                     _log_row(progress.window, row, total, progress)
-                if live is not None:
-                    live.train_row(row, progress.tokens_seen * acc.num_processes / max(progress.train_time, 1e-9),
-                                   progress.history)
+                if watcher is not None:
+                    watcher.train_row(row, progress.tokens_seen * acc.num_processes / max(progress.train_time, 1e-9),
+                                      progress.history)
                 progress.window, peak_rss = _Window(), max(peak_rss, _rss_mb())
             if done % p.eval_every == 0 or done == total:  # a row of the validation curve
                 with acc.autocast():  # all eval_blocks validation examples in one batch
@@ -152,8 +154,8 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
                                              **({"val_nsp_accuracy": round(v["nsp_accuracy"], 5)} if nsp else {})})
                 if p.keep_best and progress.best_val()["step"] == done:  # a new lowest validation loss
                     progress.best = cpu_state(model)
-                if live is not None:
-                    live.val_row(progress.history.val[-1], progress.history)
+                if watcher is not None:
+                    watcher.val_row(progress.history.val[-1], progress.history)
             if bar:
                 bar.update(1)
                 bar.set_postfix(refresh=False, loss=f"{loss / max(batch.masked, 1):.3f}",
@@ -168,6 +170,8 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
                 raise Interrupted(f"pretrain interrupted by signal {stop.signal} at step {done}/{total}; "
                                   f"checkpoint saved in {checkpoint_dir}; rerun `dvc repro` to resume")
     acc.wait_for_everyone()
+    if watcher is not None:
+        watcher.end(progress.history)  # the whole curves, and DVCLive's summary without timings
     saved = total
     if p.keep_best and progress.best is not None:
         model.load_state_dict(progress.best, strict=True)
