@@ -7,7 +7,9 @@ or when one short TCP connect to the endpoint (``HF_ENDPOINT``, or the proxy tha
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 import urllib.parse
 import urllib.request
@@ -16,6 +18,9 @@ from typing import Optional
 from .params import MlmpipeError
 
 PROBE_TIMEOUT_S = 3.0
+COMMIT = re.compile(r"[0-9a-f]{40}")  # a full commit hash: the only revision that cannot move
+
+log = logging.getLogger(__name__)
 
 
 class HubError(MlmpipeError):
@@ -102,16 +107,54 @@ def require_hub(name: str, key: Optional[str], shown: Optional[str] = None, revi
         raise HubError(f"{where}: {state}, and the Hub at {endpoint()} cannot be reached ({reason}); {fix}")
 
 
-def resolve(name: str, key: Optional[str], files: tuple[str, ...], revision: Optional[str] = None) -> dict:
-    """The extra ``from_pretrained`` arguments for ``name``, a local directory or a Hub id.
+def resolve(name: str, key: Optional[str], files: tuple[str, ...], revision: Optional[str] = None,
+            revision_key: Optional[str] = None) -> dict:
+    """The extra ``from_pretrained`` arguments for ``name``, a local directory or a Hub id, at ``revision`` (a
+    branch, tag or commit of a Hub id; ``revision_key``: the parameter that set it, for errors).
 
-    ``{}`` for a local directory (or a name that cannot be a Hub id: the loader reports it). For a Hub id with
-    any of ``files`` in the local Hugging Face cache, ``{"local_files_only": True}``: no network at all.
-    Otherwise ``{}`` once ``require_hub`` has checked that the Hub can be reached (``HubError`` if not).
+    ``{}`` for a local directory (or a name that cannot be a Hub id: the loader reports it); a revision given
+    with a local directory is refused. For a Hub id with any of ``files`` in the local Hugging Face cache at
+    that revision, ``{"local_files_only": True}``: no network at all. Otherwise ``{}`` once ``require_hub`` has
+    checked that the Hub can be reached (``HubError`` if not). ``revision`` is passed on with a Hub id.
     """
     if not is_hub_id(name):
+        if revision is not None and os.path.exists(name):
+            raise HubError(f"{revision_key or 'revision'} = {revision!r} with {key or 'the path'} = {name!r}, a local "
+                           f"directory: a revision pins a Hub id only; set {revision_key or 'revision'}: null")
         return {}
+    pinned = {"revision": revision} if revision is not None else {}
     if cached_file(name, files, revision):
-        return {"local_files_only": True}
-    require_hub(name, key, revision=revision)
-    return {}
+        return {"local_files_only": True, **pinned}
+    if revision is not None:
+        require_hub(name, key, revision=revision, state="this revision is not in the local Hugging Face cache")
+    else:
+        require_hub(name, key)
+    return pinned
+
+
+def snapshot_commit(path: Optional[str]) -> Optional[str]:
+    """The commit of the cache snapshot that holds ``path`` (``.../snapshots/<commit>/<file>``), or None."""
+    parts = os.path.normpath(path).split(os.sep) if path else []
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i - 1] == "snapshots" and COMMIT.fullmatch(parts[i]):
+            return parts[i]
+    return None
+
+
+def provenance(name: Optional[str], key: str, revision: Optional[str], revision_key: str,
+               files: tuple[str, ...]) -> dict:
+    """What a stage records about what it loaded from ``name``: ``revision`` as asked and ``resolved_commit``, the
+    commit of the cache snapshot the loader read (None for a local directory, or nothing loaded). Call it after
+    loading (a download fills the cache). A Hub id not pinned to a commit logs one warning naming the commit."""
+    if not name or not is_hub_id(name):
+        return {"revision": revision, "resolved_commit": None}
+    commit = snapshot_commit(cached_file(name, files, revision))
+    if commit is None and revision is not None and COMMIT.fullmatch(revision):
+        commit = revision
+    if revision is None or not COMMIT.fullmatch(revision):
+        asked = f"{revision_key} = null (the main branch)" if revision is None else \
+            f"{revision_key} = {revision!r}, a branch or tag that can move"
+        pin = f"set {revision_key}: {commit}" if commit else f"set {revision_key} to a commit"
+        log.warning("%s = %r with %s: this run is not reproducible until the revision is pinned (it loaded commit "
+                    "%s); %s", key, name, asked, commit, pin)
+    return {"revision": revision, "resolved_commit": commit}

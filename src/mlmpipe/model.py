@@ -47,15 +47,16 @@ def build_scratch(m: Model, tok, block_size: int, seed: int) -> PreTrainedModel:
 
 
 CHECKPOINT_KEY = "build_model.checkpoint"
+REVISION_KEY = "build_model.revision"
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
 
-def _corrupt_file(path: str) -> str:
-    """The first ``*.safetensors`` file of checkpoint ``path`` (a directory, or a Hub id's cached snapshot) whose
-    header safetensors cannot read; else the directory."""
+def _corrupt_file(path: str, revision: str | None = None) -> str:
+    """The first ``*.safetensors`` file of checkpoint ``path`` (a directory, or a Hub id's cached snapshot at
+    ``revision``) whose header safetensors cannot read; else the directory."""
     from safetensors import safe_open
 
-    folder = path if os.path.isdir(path) else os.path.dirname(hub.cached_file(path, WEIGHTS) or "")
+    folder = path if os.path.isdir(path) else os.path.dirname(hub.cached_file(path, WEIGHTS, revision) or "")
     for f in sorted(Path(folder).glob("*.safetensors")) if folder else ():
         try:
             with safe_open(str(f), "pt"):
@@ -74,7 +75,8 @@ def _from_pretrained(cls, path: str, where: str, fix: str, **kwargs) -> PreTrain
         return cls.from_pretrained(path, use_safetensors=True, **kwargs)
     except SafetensorError as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ModelError(f"{where}{_corrupt_file(path)} is corrupt or truncated (SafetensorError: {msg}); "
+        bad = _corrupt_file(path, kwargs.get("revision"))
+        raise ModelError(f"{where}{bad} is corrupt or truncated (SafetensorError: {msg}); "
                          f"{fix}") from None
 
 
@@ -99,10 +101,13 @@ def has_nsp_head(model: PreTrainedModel) -> bool:
 
 
 def load_pretrained(path: str, family: str, tok, block_size: int, resize_embeddings: bool,
-                    trust_remote_code: bool, next_sentence: bool = False) -> PreTrainedModel:
+                    trust_remote_code: bool, next_sentence: bool = False,
+                    revision: str | None = None) -> PreTrainedModel:
+    """Checkpoint ``path`` (a directory, or a Hub id at ``revision``: branch, tag or commit) as a masked LM."""
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                            **hub.resolve(path, CHECKPOINT_KEY, ("config.json",)))
+                                            **hub.resolve(path, CHECKPOINT_KEY, ("config.json",), revision,
+                                                          REVISION_KEY))
     except (OSError, ValueError) as e:
         raise ModelError(f"build_model.checkpoint = {path!r}: cannot load a model config: "
                          f"{str(e).strip().splitlines()[0]}") from None
@@ -114,7 +119,7 @@ def load_pretrained(path: str, family: str, tok, block_size: int, resize_embeddi
         model = _from_pretrained(cls, path, f"{CHECKPOINT_KEY} = {path!r}: ",
                                  "re-download it, or save the model again with save_pretrained(dir, "
                                  "safe_serialization=True)", trust_remote_code=trust_remote_code,
-                                 **hub.resolve(path, CHECKPOINT_KEY, WEIGHTS))
+                                 **hub.resolve(path, CHECKPOINT_KEY, WEIGHTS, revision, REVISION_KEY))
     except (OSError, ValueError) as e:
         pickles = _pickle_only(path)
         if pickles:
@@ -129,7 +134,8 @@ def load_pretrained(path: str, family: str, tok, block_size: int, resize_embeddi
     if have != len(tok):
         if not resize_embeddings:
             raise ModelError(f"build_model.checkpoint = {path!r} has a vocabulary of {have} but the tokenizer has "
-                             f"{len(tok)}: reuse the checkpoint's tokenizer (train_tokenizer.from: {path}) or set "
+                             f"{len(tok)}: reuse the checkpoint's tokenizer (train_tokenizer.from: {path}"
+                             + (f", train_tokenizer.from_revision: {revision}" if revision else "") + ") or set "
                              f"build_model.resize_embeddings: true")
         model.resize_token_embeddings(len(tok))
         log.warning("resized the embeddings from %d to %d tokens", have, len(tok))

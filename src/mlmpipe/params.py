@@ -76,6 +76,7 @@ class TrainTokenizer:
     min_frequency: int = _f(2, ge=1)
     lowercase: bool = False
     from_dir: Optional[str] = None  # reuse an existing tokenizer instead of training one
+    from_revision: Optional[str] = None  # a Hub id's branch, tag or commit (pin a commit: it is recorded)
     model_max_length: int = _f(512, gt=0)
 
 
@@ -104,6 +105,7 @@ class Model:
 class BuildModel:
     init: Literal["scratch", "pretrained"] = "scratch"
     checkpoint: Optional[str] = None  # local directory or Hub id, for init: pretrained
+    revision: Optional[str] = None  # a Hub id's branch, tag or commit (pin a commit: it is recorded)
     resize_embeddings: bool = False
     trust_remote_code: bool = False
 
@@ -273,6 +275,10 @@ def _cross_check(name: str, p: Any) -> Any:
     if isinstance(p, BuildModel) and p.init == "scratch" and p.checkpoint:
         raise ParamError(f"build_model.checkpoint = {p.checkpoint!r} with init: scratch: set init: pretrained "
                          f"to start from that checkpoint, or checkpoint: null to train from scratch")
+    if isinstance(p, BuildModel):
+        _check_revision("build_model.revision", p.revision, "build_model.checkpoint", p.checkpoint)
+    if isinstance(p, TrainTokenizer):
+        _check_revision("train_tokenizer.from_revision", p.from_revision, "train_tokenizer.from", p.from_dir)
     if isinstance(p, Pretrain) and p.max_steps is None and p.epochs is None:
         raise ParamError("pretrain.max_steps = null and pretrain.epochs = null: set one of them")
     if isinstance(p, FetchCorpus) and p.sha256 is not None:
@@ -289,6 +295,18 @@ def _cross_check(name: str, p: Any) -> Any:
             prompts.append(_parse_prompt(f"{name}.prompts[{i}]", item))
         return dataclasses.replace(p, prompts=tuple(prompts))
     return p
+
+
+def _check_revision(key: str, revision: Optional[str], source_key: str, source: Optional[str]) -> None:
+    """A Hub revision (branch, tag or commit) is a non-empty name and needs the checkpoint or tokenizer it pins."""
+    if revision is None:
+        return
+    if not revision.strip() or revision != revision.strip():
+        raise ParamError(f"{key} = {revision!r}: must be a branch, tag or commit of the Hub id (no spaces around "
+                         f"it), or null")
+    if not source:
+        raise ParamError(f"{key} = {revision!r} with {source_key} = null: a revision pins a Hub id; set "
+                         f"{source_key} to the Hub id, or {key}: null")
 
 
 def check_family(kind: str, family: str) -> None:

@@ -99,10 +99,10 @@ def wrap(tok: Tokenizer, kind: str, model_max_length: int) -> PreTrainedTokenize
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def _broken_json(path: str) -> tuple[str, str] | None:
-    """(file, why) for the first tokenizer JSON file of ``path`` (a directory, or a Hub id's cached snapshot) that
-    is not valid JSON, or None."""
-    folder = path if os.path.isdir(path) else os.path.dirname(hub.cached_file(path, TOKENIZER_FILES) or "")
+def _broken_json(path: str, revision: str | None = None) -> tuple[str, str] | None:
+    """(file, why) for the first tokenizer JSON file of ``path`` (a directory, or a Hub id's cached snapshot at
+    ``revision``) that is not valid JSON, or None."""
+    folder = path if os.path.isdir(path) else os.path.dirname(hub.cached_file(path, TOKENIZER_FILES, revision) or "")
     for name in TOKENIZER_FILES if folder else ():
         f = os.path.join(folder, name)
         if os.path.isfile(f):
@@ -114,15 +114,18 @@ def _broken_json(path: str) -> tuple[str, str] | None:
     return None
 
 
-def load(path: str, key: str | None = None) -> PreTrainedTokenizerFast:
-    """The fast tokenizer of a directory or Hub id ``path`` (``key``: the parameter that named it, for errors)."""
+def load(path: str, key: str | None = None, revision: str | None = None,
+         revision_key: str | None = None) -> PreTrainedTokenizerFast:
+    """The fast tokenizer of a directory or Hub id ``path`` at ``revision`` (a branch, tag or commit; ``key`` and
+    ``revision_key``: the parameters that named them, for errors)."""
     where = f"{key} = {path!r}" if key else path
     try:
-        tok = AutoTokenizer.from_pretrained(path, **hub.resolve(path, key, TOKENIZER_FILES[:2]))
+        tok = AutoTokenizer.from_pretrained(path, **hub.resolve(path, key, TOKENIZER_FILES[:2], revision,
+                                                                revision_key))
     except Exception as e:  # noqa: BLE001 (transformers and the tokenizers library raise many kinds)
         if isinstance(e, MlmpipeError):
             raise
-        broken = _broken_json(path)
+        broken = _broken_json(path, revision)
         if broken:
             raise TokenizerError(f"{where}: {broken[0]} is corrupt or truncated (not valid JSON: {broken[1]}); "
                                  f"re-download it, or save the tokenizer again with save_pretrained(dir)") from None
