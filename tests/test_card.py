@@ -46,6 +46,9 @@ def test_adapted_model_names_its_base_and_hub_dataset():
     data = card(model={**MODEL, "init": "pretrained", "checkpoint": "distilbert-base-uncased"},
                 corpus={**CORPUS, "source": "hf:org/legal-text"}).data
     assert data.base_model == "distilbert-base-uncased" and data.datasets == ["org/legal-text"]
+    pinned = card(model={**MODEL, "init": "pretrained", "checkpoint": "distilbert-base-uncased",
+                         "resolved_commit": "12040accade4e8a0f71eabdb258fecc2e7e948be"})
+    assert "adapted from `distilbert-base-uncased` (commit `12040accade4`)" in pinned.text
     assert {r.dataset_type for r in data.eval_results} == {"org/legal-text"}
 
 

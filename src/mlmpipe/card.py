@@ -48,7 +48,9 @@ def model_card(*, name: str, license: Optional[str], language: Optional[str], mo
 
 def _body(name: str, base: Optional[str], model: Mapping, corpus: Mapping, evaluation: Mapping,
           fill_mask: Mapping, training: Mapping) -> list[str]:
-    made = f"adapted from `{base}`" if base else "pretrained from scratch"
+    commit = model.get("resolved_commit")  # the Hub commit loaded (build_model.revision), when a Hub id
+    made = (f"adapted from `{base}`" + (f" (commit `{commit[:12]}`)" if commit else "")) if base else \
+        "pretrained from scratch"
     lines = [f"# {name}", "",
              f"A {model['family']} masked language model (`{model['architecture']}`, "
              f"{model['params_total']:,} parameters, {model['layers']} layers, hidden size {model['hidden']}), "
