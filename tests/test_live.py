@@ -79,6 +79,16 @@ def test_a_resumed_run_leaves_the_same_bytes(bpe_tok, data, tmp_path):
         assert (tmp_path / "a/metrics" / rel).read_bytes() == (tmp_path / "b/metrics" / rel).read_bytes(), rel
 
 
+def test_live_metrics_work_in_a_git_repository_with_no_commit_yet(tmp_path, monkeypatch):
+    """A new project's first `dvc repro` runs before its first commit."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    live = LiveMetrics("metrics")
+    live.train_row({"step": 1, "loss": 2.5, "lr": 0.1}, 100.0, TR.History(train=[{"step": 1, "loss": 2.5, "lr": 0.1}]))
+    assert json.loads((tmp_path / "metrics/live/metrics.json").read_text()) == {"loss": 2.5, "lr": 0.1,
+                                                                               "tok_s": 100.0, "step": 1}
+
+
 @pytest.mark.slow
 def test_dvc_exp_run_shows_the_run_as_it_goes(tmp_path):
     """A real `dvc exp run` of the tiny pipeline: before pretrain ends, metrics/live/metrics.json and the curve

@@ -31,11 +31,9 @@ class LiveMetrics:
     """DVCLive's summary and the curve files of one run, kept current while it trains."""
 
     def __init__(self, metrics_dir: str):
-        from dvclive import Live  # imported where the run is watched: the library stays light without it
-
         self.dir = Path(metrics_dir)
-        self.live = Live(dir=str(self.dir / LIVE_DIR), resume=False, report=None, save_dvc_exp=False,
-                         dvcyaml=None, monitor_system=False)
+        self.live = _summary_live()(dir=str(self.dir / LIVE_DIR), resume=False, report=None, save_dvc_exp=False,
+                                    dvcyaml=None, monitor_system=False)
 
     def train_row(self, row: dict, tokens_per_s: float, history) -> None:
         self.live.step = row["step"]
@@ -63,3 +61,17 @@ class LiveMetrics:
         self.live.make_summary()
         write_text(self.dir / CURVE_TRAIN, csv_text(history.train))
         write_text(self.dir / CURVE_VAL, csv_text(history.val))
+
+
+def _summary_live():
+    """DVCLive's ``Live`` without its own DVC set-up. The pipeline is DVC's already (these files are a stage's
+    outputs, and no experiment is saved from inside the stage), and that set-up fails in a git repository with no
+    commit yet (dvclive 3.49 asks scmrepo for HEAD before it checks, and scmrepo raises "Empty git repo"), which
+    is where a new project runs its first `dvc repro`."""
+    from dvclive import Live  # imported where a run is watched: the library stays light without it
+
+    class SummaryLive(Live):
+        def _init_dvc(self):  # (dvclive's private hook; dvclive is pinned in constraints.txt)
+            pass
+
+    return SummaryLive
