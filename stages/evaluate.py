@@ -1,5 +1,6 @@
 """Stage evaluate: held-out masked-LM metrics with fixed masks -> metrics/eval.json, the accuracy by token
 frequency, and the run's charts as PNG (the loss curve, the accuracy by frequency)."""
+import logging
 from pathlib import Path
 
 from _stage import params, run
@@ -39,6 +40,12 @@ def draw_charts(out: Path) -> None:
     """The loss curve and the accuracy by frequency as PNG, beside the fill-mask report that links them."""
     from mlmpipe import charts
 
+    try:
+        import vl_convert  # noqa: F401  (charts.png's renderer)
+    except ImportError:  # a machine without vl-convert-python (~30 MB), e.g. bench/gpu_check.sh's GPU machine
+        logging.getLogger("evaluate").warning(
+            "vl-convert-python is not installed: %s and %s are not drawn", charts.LOSS_PNG, charts.FREQUENCY_PNG)
+        return
     loss = charts.loss_spec(charts.read_csv(out / "curve_train.csv"), charts.read_csv(out / "curve_val.csv"))
     frequency = charts.frequency_spec(charts.read_csv(out / "eval_by_frequency.csv"))
     for name, spec in ((charts.LOSS_PNG, loss), (charts.FREQUENCY_PNG, frequency)):

@@ -68,10 +68,34 @@ def _summary_live():
     outputs, and no experiment is saved from inside the stage), and that set-up fails in a git repository with no
     commit yet (dvclive 3.49 asks scmrepo for HEAD before it checks, and scmrepo raises "Empty git repo"), which
     is where a new project runs its first `dvc repro`."""
-    from dvclive import Live  # imported where a run is watched: the library stays light without it
+    try:
+        from dvclive import Live  # imported where a run is watched: the library stays light without it
+    except ImportError:  # a machine without DVC (dvclive needs it), e.g. bench/gpu_check.sh's GPU machine
+        log.warning("dvclive is not installed: %s is written as a plain JSON summary (same keys), without DVCLive",
+                    "live/metrics.json")
+        return PlainLive
 
     class SummaryLive(Live):
         def _init_dvc(self):  # (dvclive's private hook; dvclive is pinned in constraints.txt)
             pass
 
     return SummaryLive
+
+
+class PlainLive:
+    """What LiveMetrics uses of DVCLive's ``Live`` when dvclive is not installed: ``summary`` (the last value of
+    each metric), ``step``, ``log_metric`` and ``make_summary``, which writes ``<dir>/metrics.json`` as DVCLive
+    does (the summary with ``step`` added, indent 4)."""
+
+    def __init__(self, dir: str, **_ignored):
+        self.dir, self.summary, self.step = Path(dir), {}, None
+
+    def log_metric(self, name: str, val, plot: bool = True) -> None:
+        self.summary[name] = val
+
+    def make_summary(self) -> None:
+        import json
+
+        summary = {**self.summary, **({"step": self.step} if self.step is not None else {})}
+        self.summary = summary
+        write_text(self.dir / "metrics.json", json.dumps(summary, indent=4) + "\n")
