@@ -315,19 +315,22 @@ def _write_curves(repo: Path, scale: float) -> None:
             f.write(f"{s},{scale * 3 * math.exp(-s / 70) + 0.6:.5f}\n")
 
 
+GIT = ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"]
+
+
+def _repo_env(repo: Path) -> dict:
+    """The environment of a throwaway git+DVC repo: no analytics, its own site cache, a git identity, no user
+    or system git config."""
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(repo.parent / "dvc_site_cache"),
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+
+
 @pytest.fixture(scope="module")
 def plots_repo(tmp_path_factory, offline_template):
     """git+DVC repo with tags v1 and v2 holding different curves, configured like ROOT."""
     repo = tmp_path_factory.mktemp("plots_repo")
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "DVC_SITE_CACHE_DIR": str(repo.parent / "dvc_site_cache"),
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    git = ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"]
+    env, git = _repo_env(repo), GIT
     _run([*git, "init", "-q"], repo, env)
     _run([*DVC, "init", "-q"], repo, env)
     # Same setting as the project's .dvc/config (relative paths resolve against .dvc/),
@@ -535,10 +538,7 @@ def project_plots_repo(tmp_path_factory):
     """A git+DVC repo with the project's dvc.yaml, params.yaml, plot template and committed template, and the
     committed curves at tag v1 and 0.8 times them at v2."""
     repo = tmp_path_factory.mktemp("project_plots")
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(repo.parent / "dvc_site_cache"),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-    git = ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"]
+    env, git = _repo_env(repo), GIT
     _run([*git, "init", "-q"], repo, env)
     _run([*DVC, "init", "-q"], repo, env)
     for name in ("dvc.yaml", "params.yaml"):
