@@ -1,5 +1,6 @@
-"""Scale-out smoke test: the pretrain stage under a real multi-process launcher (torchrun, gloo, CPU)
-trains the same loss curve as one process with the same global batch."""
+"""Scale-out: the pretrain stage under a real multi-process launcher (torchrun, gloo, CPU), with DDP or with
+FSDP (pretrain.fsdp), trains the loss curve of one process with the same global batch, and a run killed
+mid-way resumes to the uninterrupted run's weights."""
 import csv
 import shutil
 
@@ -22,6 +23,8 @@ def curve(repo):
 
 
 def test_two_processes_match_one(tmp_path):
+    """DDP (torchrun, 2 processes) and then FSDP (pretrain.fsdp, the same 2 processes) train the curve of one
+    process; the sharded run saves a standard model, the one-process run's weights within float noise."""
     if shutil.which("torchrun", path=str(make_repo.__globals__["VENV_BIN"])) is None:
         pytest.fail("torchrun is missing from the venv")
     params = tiny_params(pretrain={"max_steps": 8, "batch_size": 8, "log_every": 1, "eval_every": 4,
@@ -29,19 +32,42 @@ def test_two_processes_match_one(tmp_path):
     repo = make_repo(tmp_path / "repo", params)
     rc, out, err = repo.repro()
     assert rc == 0, err[-2000:]
-    one = curve(repo)
+    one, one_weights = curve(repo), weights(repo)
     ok(repo.git("add", "-A"), "git add")
     ok(repo.git("commit", "-q", "-m", "one process"), "git commit")
-    cmd = readme_command("torchrun --standalone --nproc_per_node 2")  # the README's launcher line, as written
+    cmd = readme_command("torchrun --standalone --nproc_per_node 2", "(gloo)")  # the README's line, as written
     rc, out, err = run_readme(repo, cmd)
     assert rc == 0, err[-2000:]
     assert repo.params()["pretrain"]["launcher"] == "torchrun --standalone --nproc_per_node 2"
     assert "pretrain" in stages_run(out) and "build_model" not in stages_run(out)
     two = curve(repo)
     assert repo.read_json("metrics/details/train.json")["processes"] == 2
-    assert [s for s, _ in one] == [s for s, _ in two] == list(range(1, 9))
-    for (_, a), (_, b) in zip(one, two):
+    assert "FSDP" not in err
+
+    rc, out, err = run_readme(repo, readme_command("pretrain.fsdp=true"))  # FSDP, as the README shows it
+    assert rc == 0, err[-2000:]
+    assert "pretrain" in stages_run(out) and "build_model" not in stages_run(out)
+    assert "FSDP2: the weights of 11 tensors sharded over 2 processes" in err, err[-2000:]
+    sharded = curve(repo)
+    assert repo.read_json("metrics/details/train.json")["processes"] == 2
+    assert [s for s, _ in one] == [s for s, _ in two] == [s for s, _ in sharded] == list(range(1, 9))
+    for (_, a), (_, b), (_, c) in zip(one, two, sharded):
         assert b == pytest.approx(a, rel=2e-3, abs=2e-3)  # same masks and batches; only reduction order differs
+        assert c == pytest.approx(a, rel=2e-3, abs=2e-3)
+    saved = weights(repo)  # a standard model: the one-process run's tensor names, shapes and dtypes
+    assert {k: (v.shape, v.dtype) for k, v in saved.items()} == {k: (v.shape, v.dtype) for k, v in one_weights.items()}
+    for k, v in saved.items():
+        assert (v - one_weights[k]).abs().max() < 1e-3, k
+    from transformers import pipeline
+
+    fill = pipeline("fill-mask", model=str(repo.path / "data" / "model"))
+    assert len(fill("The baker sold <mask> warm coat.", top_k=3)) == 3
+
+
+def weights(repo) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(repo.path / "data" / "model" / "model.safetensors")
 
 
 def _pretrain_processes(root):
@@ -56,16 +82,18 @@ def _pretrain_processes(root):
     return found
 
 
-def test_two_processes_killed_and_resumed_end_as_uninterrupted(tmp_path):
-    """2-process DDP (torchrun, gloo) SIGKILLed mid-run, launcher and workers at once, then `dvc repro`: it
-    resumes from the last checkpoint and ends with the uninterrupted 2-process run's weights, bit for bit."""
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_killed_and_resumed_end_as_uninterrupted(tmp_path, fsdp):
+    """2 processes (torchrun, gloo; DDP, or FSDP with sharded weights and optimizer state) SIGKILLed mid-run,
+    launcher and workers at once, then `dvc repro`: it resumes from the last checkpoint and ends with the
+    uninterrupted 2-process run's weights, bit for bit."""
     import signal
     import subprocess
     import time
 
     params = tiny_params(pretrain={"launcher": "torchrun --standalone --nproc_per_node 2", "max_steps": 60,
                                    "batch_size": 8, "log_every": 5, "eval_every": 30, "checkpoint_every": 5,
-                                   "mixed_precision": "no"})
+                                   "mixed_precision": "no", "fsdp": fsdp})
     ref = make_repo(tmp_path / "ref", params)
     ok(ref.repro(), "dvc repro (uninterrupted)")
     repo = make_repo(tmp_path / "killed", params)

@@ -282,3 +282,21 @@ def test_positions_rule_lives_in_params_and_runs_before_any_stage():
     P.check_across(_sections(**small, build_model__init="pretrained", build_model__checkpoint="some/dir"))
     assert P.positions(P.Model(family="roberta"), 128) == 130
     assert P.positions(P.Model(family="modernbert"), 128) == 512  # the family's minimum (rotary)
+
+
+@pytest.mark.parametrize("precision,why", [("bf16-pure", "it trains a bf16 copy of the whole model"),
+                                           ("fp16", "each process's gradient scaler would see only its own shard")])
+def test_fsdp_refuses_the_precisions_it_cannot_shard(precision, why):
+    P.check_across(_sections(pretrain__fsdp=True))  # auto resolves to bf16 autocast for sharded weights
+    P.check_across(_sections(pretrain__mixed_precision=precision))  # fine without FSDP
+    with pytest.raises(ParamError) as e:
+        P.check_across(_sections(pretrain__fsdp=True, pretrain__mixed_precision=precision))
+    assert one_line(e).startswith(f"pretrain.mixed_precision = '{precision}': not with pretrain.fsdp: true ({why}")
+    assert one_line(e).endswith("use auto, bf16 or no")
+
+
+def test_auto_precision_for_sharded_weights_is_never_bf16_pure():
+    from mlmpipe.compute import resolve_precision
+
+    assert resolve_precision("auto", sharded=True) in ("bf16", "no")
+    assert resolve_precision("auto") in ("bf16-pure", "no")  # this CPU machine: bf16-pure where it has bf16

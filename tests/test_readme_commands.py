@@ -5,9 +5,8 @@ repo, literally, with only step counts and sizes appended as ``-S`` overrides wh
 meant for a real run. The recipe table's rows run in tests/test_recipes.py (the same way), the Experiments block in
 tests/test_experiments.py, the torchrun launcher in tests/test_distributed.py, and the push/pull line in
 tests/test_remote_pipeline.py;
-``test_every_readme_command_is_run_somewhere`` keeps that list complete. The two GPU launchers
-(``--multi_gpu --num_processes 8``, FSDP with an ``accelerate config`` file) need CUDA devices: they are the
-only README commands not run here.
+``test_every_readme_command_is_run_somewhere`` keeps that list complete. The GPU launcher
+(``--multi_gpu --num_processes 8``) needs CUDA devices: it is the only README command not run here.
 
 Also here, because they need a finished run: a misspelled params section stops ``dvc repro`` even when
 nothing else would rerun, and a valid change reruns only the stages that read it.
@@ -29,12 +28,12 @@ ELSEWHERE = {  # README command (a distinctive part of it) -> the test that runs
     "train_tokenizer.lowercase=true": "tests/test_recipes.py",
     "build_model.init=pretrained": "tests/test_recipes.py",
     "pretrain.whole_word=true": "tests/test_recipes.py",
-    "torchrun --standalone --nproc_per_node 2": "tests/test_distributed.py",
+    "torchrun --standalone --nproc_per_node 2": "tests/test_distributed.py",  # DDP and FSDP (pretrain.fsdp=true)
     "pretrain.lr=0.003 ": "tests/test_experiments.py",
     "--queue -S 'pretrain.lr=": "tests/test_experiments.py",
     "dvc push && git push": "tests/test_remote_pipeline.py",
 }
-GPU_ONLY = ("--multi_gpu --num_processes 8", "--config_file fsdp.yaml")
+GPU_ONLY = ("--multi_gpu --num_processes 8",)
 HERE = ("make repro", "fill_mask_report.model_name=", "time dvc repro", "pretrain.lr=2e-5 -S pretrain.warmup_steps=0", "fetch_corpus.train_extra=", "model.preset=base")
 
 

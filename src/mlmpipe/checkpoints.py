@@ -1,6 +1,8 @@
 """Training checkpoints: written atomically every N steps, the newest one whose fingerprint (training
 params that change the math, initial weights, data) matches and that the same training code wrote is resumed,
-strictly (every weight, the optimizer, fp16's gradient scaler); cleared after a finished run."""
+strictly (every weight, the optimizer, fp16's gradient scaler); cleared after a finished run. A checkpoint
+holds whole states (sharding.py gathers them from FSDP's shards), so a run resumes with any number of
+processes, sharded or not."""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import sharding
 from .outputs import atomic_dir
 from .params import MlmpipeError, Pretrain
 
@@ -27,7 +30,7 @@ NON_MATH = ("launcher", "log_every", "eval_every", "eval_blocks", "checkpoint_ev
 # The library modules whose code shapes what training computes: a checkpoint written by other versions of them
 # is not resumed (unless pretrain.resume_other_code). tests/test_dvc_deps.py keeps them among pretrain's deps.
 TRAINING_CODE = ("batches.py", "checkpoints.py", "compute.py", "families.py", "grouping.py", "masking.py",
-                 "model.py", "training.py", "validation.py")
+                 "model.py", "progress.py", "sharding.py", "training.py", "validation.py")
 SCALER = "scaler.pt"  # in a checkpoint of an fp16 run: the gradient scaler's state
 
 
@@ -72,16 +75,19 @@ class Checkpoints:
         self.code, self.resume_other_code = code or code_fingerprint(), resume_other_code
 
     def save(self, step: int, model, optimizer, extra: dict | None = None, best: dict | None = None,
-             scaler=None) -> Path:
-        """``best``: the weights kept so far by ``pretrain.keep_best`` (saved beside the current ones);
+             scaler=None, main: bool = True) -> Path:
+        """Every process calls it (sharded states are gathered from all); the ``main`` one writes.
+        ``best``: the weights kept so far by ``pretrain.keep_best`` (saved beside the current ones);
         ``scaler``: fp16's gradient scaler, whose state a resumed run must continue from."""
         final = self.root / f"step-{step:07d}"
+        weights, optim = sharding.model_state(model), sharding.optimizer_state(model, optimizer)
+        if not main:
+            return final
         with atomic_dir(final) as tmp:  # a ".step-….tmp-…" name, never taken for a complete checkpoint
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            save_file(_untie(state), tmp / "model.safetensors")
+            save_file(_untie(weights), tmp / "model.safetensors")
             if best is not None:
                 save_file(_untie(best), tmp / BEST)
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(optim, tmp / "optimizer.pt")
             if scaler is not None:
                 torch.save(scaler.state_dict(), tmp / SCALER)
             with open(tmp / "state.json", "w", encoding="utf-8") as fh:
@@ -122,14 +128,6 @@ class Checkpoints:
             return Found(state["step"], d, state)
         return None
 
-    def restore(self, model, optimizer) -> Found | None:
-        """Load the newest matching checkpoint's weights and optimizer state into ``model`` and ``optimizer``;
-        the caller restores the rest of its progress from ``Found.state``. None: nothing to resume."""
-        found = self.newest()
-        if found is not None:
-            self.load(found.dir, model, optimizer)
-        return found
-
     @staticmethod
     def load_best(d: Path) -> dict | None:
         """The weights ``pretrain.keep_best`` had kept when checkpoint ``d`` was written, or None."""
@@ -150,30 +148,26 @@ class Checkpoints:
 
     @staticmethod
     def load(d: Path, model, optimizer) -> None:
+        """Checkpoint ``d``'s weights and optimizer state into ``model`` and ``optimizer`` (sharded or not;
+        every process reads the files), strictly: every weight of the model and no other."""
         try:
-            state = load_file(d / "model.safetensors")
+            weights = load_file(d / "model.safetensors")
+            optim = torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu")
         except Exception as e:  # safetensors raises many kinds on truncated files
             raise _corrupt(d, e) from None
-        # strictly: every weight of the model and no other, else it is some other model's checkpoint
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = sharding.load(model, optimizer, weights, optim)
+        except (KeyError, ValueError, RuntimeError) as e:  # an optimizer state of other parameters
+            raise _corrupt(d, e) from None
         if missing or unexpected:
             raise CheckpointError(f"checkpoint {d} does not fit the model: {len(missing)} weights missing "
                                   f"({', '.join(missing[:2])}{', ...' if len(missing) > 2 else ''}), "
                                   f"{len(unexpected)} unexpected; delete it and rerun")
-        try:
-            optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu"))
-        except Exception as e:
-            raise _corrupt(d, e) from None
 
 
 def _corrupt(d: Path, e: Exception) -> CheckpointError:
     return CheckpointError(f"checkpoint {d} is corrupt or truncated ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}); delete it and rerun")
-
-
-def cpu_state(model) -> dict:
-    """A copy of ``model``'s weights on the CPU that later steps do not change (the best weights so far)."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
 def _untie(state: dict) -> dict:

@@ -84,8 +84,8 @@ class Precision:
     weights, which are clipped and stepped, then cast back into the copy. The others (no, bf16, fp16):
     accelerate's autocast and gradient scaler on the model itself."""
 
-    def __init__(self, requested: str):
-        self.name = resolve_precision(requested)
+    def __init__(self, requested: str, sharded: bool = False):
+        self.name = resolve_precision(requested, sharded)
         self.pure = self.name == "bf16-pure"
         self.accelerator = accelerator_for("no" if self.pure else self.name)
         self.bf16: Bf16Weights | None = None
@@ -125,14 +125,18 @@ def accelerator_for(mixed_precision: str) -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
 
-def resolve_precision(requested: str) -> str:
+def resolve_precision(requested: str, sharded: bool = False) -> str:
+    """``auto``: bf16 autocast on GPUs with bf16, else fp16; on CPUs with native bf16, bf16-pure, else no.
+    For ``sharded`` weights (pretrain.fsdp) neither bf16-pure nor fp16: bf16 autocast where there is bf16."""
     if requested != "auto":
         return requested
     if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if torch.cuda.is_bf16_supported() else "no" if sharded else "fp16"
     # CPU: pure-bf16 compute with fp32 master weights where the CPU has native bf16 (AVX-512 BF16 / AMX);
     # it avoids autocast's casts between ops (measured ~5% faster than bf16 autocast on a 4x256 ModernBERT).
-    return "bf16-pure" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "no"
+    return "bf16" if sharded else "bf16-pure"
 
 
 MATMUL = "mlmpipe_matmul"

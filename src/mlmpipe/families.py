@@ -1,9 +1,10 @@
 """One record per model family: everything the pipeline knows about RoBERTa, BERT, DistilBERT and ModernBERT.
 
 ``FAMILIES`` (in the order params list them) maps ``model.family`` to a ``Family``: the tokenizer kinds it takes,
-its presets, how to build its transformers config, where its masked-LM head is, and its position facts. params
-(allowed names, tokenizer kinds, next-sentence), model (configs, presets, positions, MLM head) and fill_mask
-(prompt length limit) all read it, so a new family is one more record here.
+its presets, how to build its transformers config, where its masked-LM head and its transformer layers are,
+and its position facts. params (allowed names, tokenizer kinds, next-sentence), model (configs, presets,
+positions, MLM head), sharding (layers) and fill_mask (prompt length limit) all read it, so a new family is
+one more record here.
 
 Cheap to import: params imports it to validate params.yaml before torch or transformers load, so the config
 builders import transformers inside.
@@ -31,6 +32,8 @@ class Family:
     config: Callable[[Any, Any, Dims, int], Any]
     # (model, hidden states of any leading shape) -> MLM logits through the model's own head
     mlm_head: Callable[[Any, Any], Any]
+    # model -> its transformer layers, in order: the units pretrain.fsdp shards one by one
+    layers: Callable[[Any], Any]
     # positions taken before the first token: learned absolute positions of RoBERTa start at padding_idx + 1,
     # so it needs block_size + 2 of them, and a model's max_position_embeddings - 2 is its longest input
     position_offset: int = 0
@@ -102,6 +105,18 @@ def _modernbert_head(model, hidden):
     return model.decoder(model.head(hidden))
 
 
+def _encoder_layers(model):  # BERT, RoBERTa
+    return model.base_model.encoder.layer
+
+
+def _distilbert_layers(model):
+    return model.base_model.transformer.layer
+
+
+def _modernbert_layers(model):
+    return model.base_model.layers
+
+
 def _presets(tiny: Dims, small: Dims, base: Dims) -> Mapping[str, Dims]:
     return MappingProxyType(dict(zip(PRESET_NAMES, (tiny, small, base))))
 
@@ -110,13 +125,14 @@ _BERT_TINY, _BERT_SMALL, _BERT_BASE = (2, 128, 2, 512), (4, 512, 8, 2048), (12, 
 
 FAMILIES: Mapping[str, Family] = MappingProxyType({f.name: f for f in (
     Family("roberta", kinds=("bpe",), presets=_presets(_BERT_TINY, _BERT_SMALL, _BERT_BASE),
-           config=_roberta_config, mlm_head=_roberta_head, position_offset=2),
+           config=_roberta_config, mlm_head=_roberta_head, layers=_encoder_layers, position_offset=2),
     Family("bert", kinds=("wordpiece",), presets=_presets(_BERT_TINY, _BERT_SMALL, _BERT_BASE),
-           config=_bert_config, mlm_head=_bert_head, next_sentence=True),
+           config=_bert_config, mlm_head=_bert_head, layers=_encoder_layers, next_sentence=True),
     Family("distilbert", kinds=("wordpiece",), presets=_presets(_BERT_TINY, _BERT_SMALL, (6, 768, 12, 3072)),
-           config=_distilbert_config, mlm_head=_distilbert_head),
+           config=_distilbert_config, mlm_head=_distilbert_head, layers=_distilbert_layers),
     Family("modernbert", kinds=("bpe", "wordpiece"),
            presets=_presets((2, 128, 2, 256), (6, 512, 8, 768), (22, 768, 12, 1152)),
-           config=_modernbert_config, mlm_head=_modernbert_head, min_positions=512, learned_positions=False),
+           config=_modernbert_config, mlm_head=_modernbert_head, layers=_modernbert_layers, min_positions=512,
+           learned_positions=False),
 )})
 NAMES = tuple(FAMILIES)  # the allowed model.family values

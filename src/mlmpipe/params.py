@@ -113,6 +113,7 @@ class BuildModel:
 @dataclass(frozen=True)
 class Pretrain:
     launcher: str = "python"  # e.g. "accelerate launch --num_processes 2"
+    fsdp: bool = False  # shard weights, gradients and optimizer state over the processes (FSDP2, sharding.py)
     lr: float = _f(2e-3, gt=0, lt=1.0)
     weight_decay: float = _f(0.01, ge=0)
     beta1: float = _f(0.9, ge=0, lt=1)
@@ -337,6 +338,11 @@ def positions(m: Model, block_size: int) -> int:
     return max(have, fam.min_positions)
 
 
+# precision modes FSDP's sharded weights cannot use, and why
+_NOT_SHARDED = {"bf16-pure": "it trains a bf16 copy of the whole model",
+                "fp16": "each process's gradient scaler would see only its own shard's overflows"}
+
+
 def check_across(values: dict) -> None:
     """Rules between sections that the params alone decide (a reused tokenizer's kind is checked by
     build_model, which reads it; a checkpoint's positions by model.load_pretrained, which loads it)."""
@@ -346,6 +352,10 @@ def check_across(values: dict) -> None:
     check_next_sentence(m, tg)
     if values["build_model"].init == "scratch":  # a checkpoint brings its own positions
         positions(m, tg.block_size)
+    p = values["pretrain"]
+    if p.fsdp and p.mixed_precision in _NOT_SHARDED:
+        raise ParamError(f"pretrain.mixed_precision = {p.mixed_precision!r}: not with pretrain.fsdp: true "
+                         f"({_NOT_SHARDED[p.mixed_precision]}); use auto, bf16 or no")
 
 
 def _parse_prompt(where: str, item: Any) -> Prompt:

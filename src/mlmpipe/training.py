@@ -5,9 +5,9 @@ checkpoint continues exactly as an uninterrupted one, and the global batch (``ba
 optimizer step) is the same whatever the number of processes.
 
 The parts, each readable on its own: ``batches.Batches.at`` (what step n trains on), ``compute.Precision``
-(how a precision mode does backward, clip and step), ``Checkpoints.restore`` with ``Progress`` (what a
-checkpoint restores), ``forward_backward`` (one step's gradients); ``train`` is the loop that calls them and
-the curve, validation, checkpoint and stop hooks.
+(how a precision mode does backward, clip and step), ``_ready`` with ``Progress`` (the model, optimizer and
+what a checkpoint restores, sharded by ``pretrain.fsdp`` or not), ``forward_backward`` (one step's gradients);
+``train`` is the loop that calls them and the curve, validation, checkpoint and stop hooks.
 """
 from __future__ import annotations
 
@@ -17,16 +17,18 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
 
 import torch
+from accelerate.utils import DistributedType
 
+from . import sharding
 from .batches import Batch, Batches
-from .checkpoints import Checkpoints, Found, cpu_state
+from .checkpoints import Checkpoints, Found
 from .compute import Precision, SparseMLM, attention_kernel, make_optimizer
 from .masking import Masker
 from .model import has_nsp_head
 from .params import MlmpipeError, Pretrain
+from .progress import History, Progress, Window, log_row
 from .validation import fixed_masks, validation_metrics
 
 log = logging.getLogger(__name__)
@@ -38,40 +40,6 @@ class TrainingError(MlmpipeError):
 
 class Interrupted(MlmpipeError):
     pass
-
-
-@dataclass
-class History:
-    train: list = field(default_factory=list)  # rows: step, loss, lr (+ nsp_loss)
-    val: list = field(default_factory=list)    # rows: step, val_loss, val_top1 (+ val_nsp_accuracy)
-
-
-@dataclass
-class Progress:
-    """A run's progress beyond weights and optimizer: saved with every checkpoint and restored from it, so the
-    curves and totals cover the whole run, not only the part after a resume."""
-    history: History = field(default_factory=History)
-    tokens_seen: int = 0     # real tokens of the global batches seen by this process
-    train_time: float = 0.0  # seconds in training steps (not in validation, logging or checkpoints)
-    best: dict | None = None  # pretrain.keep_best: the weights (on the CPU) at the lowest validation loss so far
-    window: "_Window" = field(default_factory=lambda: _Window())  # loss sums since the last row of the curve
-
-    @classmethod
-    def restored(cls, found: Found | None) -> "Progress":
-        if found is None:
-            return cls()
-        state = found.state
-        return cls(History(**state["history"]) if "history" in state else History(),
-                   state.get("tokens_seen", 0), state.get("train_time", 0.0), Checkpoints.load_best(found.dir),
-                   _Window(**state.get("window", {})))
-
-    def state(self) -> dict:
-        return {"history": asdict(self.history), "tokens_seen": self.tokens_seen, "train_time": self.train_time,
-                "window": asdict(self.window)}
-
-    def best_val(self) -> dict | None:
-        """The validation row with the lowest loss (the first of equals), or None before any."""
-        return min(self.history.val, key=lambda r: r["val_loss"], default=None)
 
 
 def schedule(p: Pretrain, total: int):
@@ -94,25 +62,20 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
     next-sentence head (BertForPreTraining) then also learns that objective, loss = MLM mean + NSP mean.
     ``live``: makes a ``live.LiveMetrics`` (called on the main process only, once accelerate knows which that
     is), told every row of the curves as the run goes and the whole history at the end."""
-    precision = Precision(p.mixed_precision)
+    precision = Precision(p.mixed_precision, sharded=p.fsdp)
     acc = precision.accelerator
     if acc.device.type == "cpu":
         torch.set_num_threads(p.num_threads or max(1, (os.cpu_count() or 1) // acc.num_processes))
-    nsp = _check(model, p, len(train_data), acc.num_processes, train_pairs)
+    nsp = _check(model, p, len(train_data), acc, train_pairs)
     batches = Batches(train_data, masker, p, seed, pad_id, pairs=train_pairs if nsp else None)
     total = p.max_steps if p.max_steps is not None else max(1, int(p.epochs * batches.steps_per_epoch))
 
-    model.to(acc.device)
-    optimizer = make_optimizer(model, p, acc.device.type)
     ckpt = Checkpoints(checkpoint_dir, fingerprint_, p.keep_checkpoints, resume_other_code=p.resume_other_code)
-    found = ckpt.restore(model, optimizer)
+    wrapper, optimizer, found = _ready(model, p, precision, ckpt)
     start, progress = (found.step if found else 0), Progress.restored(found)
     if found:
         log.info("resuming from %s (step %d of %d)", found.dir, start, total)
-    compute = precision.compute_model(model)  # after the restore: bf16-pure copies the restored weights
-    wrapper, optimizer = acc.prepare(SparseMLM(compute, sparse=p.sparse_head), optimizer)
-    if found and acc.scaler is not None:  # fp16: continue with the scale the interrupted run had reached
-        Checkpoints.load_scaler(found.dir, acc.scaler)
+    compute = acc.unwrap_model(wrapper).model  # what the forward runs on: the model, or bf16-pure's copy of it
     if p.compile:
         wrapper = torch.compile(wrapper)
     sched = _scheduler(optimizer, p, total, start)
@@ -141,30 +104,29 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
                 row = progress.window.row(done, sched.get_last_lr()[0], p.batch_size if nsp else None)
                 progress.history.train.append(row)
                 if main:
-                    _log_row(progress.window, row, total, progress)
+                    log_row(progress.window, row, total, progress.tokens_per_s(acc.num_processes))
                 if watcher is not None:
-                    watcher.train_row(row, progress.tokens_seen * acc.num_processes / max(progress.train_time, 1e-9),
-                                      progress.history)
-                progress.window, peak_rss = _Window(), max(peak_rss, _rss_mb())
+                    watcher.train_row(row, progress.tokens_per_s(acc.num_processes), progress.history)
+                progress.window, peak_rss = Window(), max(peak_rss, _rss_mb())
             if done % p.eval_every == 0 or done == total:  # a row of the validation curve
-                with acc.autocast():  # all eval_blocks validation examples in one batch
-                    v = validation_metrics(acc.unwrap_model(wrapper).model, val_masks, p.eval_blocks, pad_id)
+                with acc.autocast(), sharding.gathered(wrapper):  # all eval_blocks examples in one batch
+                    v = validation_metrics(compute, val_masks, p.eval_blocks, pad_id)
                 progress.history.val.append({"step": done, "val_loss": round(v["loss"], 5),
                                              "val_top1": round(v["top1_accuracy"], 5),
                                              **({"val_nsp_accuracy": round(v["nsp_accuracy"], 5)} if nsp else {})})
                 if p.keep_best and progress.best_val()["step"] == done:  # a new lowest validation loss
-                    progress.best = cpu_state(model)
+                    progress.best = sharding.model_state(model)
                 if watcher is not None:
                     watcher.val_row(progress.history.val[-1], progress.history)
             if bar:
                 bar.update(1)
                 bar.set_postfix(refresh=False, loss=f"{loss / max(batch.masked, 1):.3f}",
-                                tok_s=f"{progress.tokens_seen / max(progress.train_time, 1e-9):.0f}")
-            if done % p.checkpoint_every == 0 and done < total and main:
-                ckpt.save(done, model, optimizer, progress.state(), progress.best, acc.scaler)
+                                tok_s=f"{progress.tokens_per_s(acc.num_processes):.0f}")
+            if done % p.checkpoint_every == 0 and done < total:
+                ckpt.save(done, model, optimizer, progress.state(), progress.best, acc.scaler, main)
             if stop.signal is not None and done < total:  # SIGINT/SIGTERM: a checkpoint, then stop
+                d = ckpt.save(done, model, optimizer, progress.state(), progress.best, acc.scaler, main)
                 if main:
-                    d = ckpt.save(done, model, optimizer, progress.state(), progress.best, acc.scaler)
                     log.warning("interrupted at step %d; checkpoint written to %s", done, d)
                 acc.wait_for_everyone()
                 raise Interrupted(f"pretrain interrupted by signal {stop.signal} at step {done}/{total}; "
@@ -173,22 +135,71 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
     if watcher is not None:
         watcher.end(progress.history)  # the whole curves, and DVCLive's summary without timings
     saved = total
-    if p.keep_best and progress.best is not None:
-        model.load_state_dict(progress.best, strict=True)
+    weights = progress.best if p.keep_best and progress.best is not None else None
+    if weights is not None:
         saved = progress.best_val()["step"]
         log.info("keep_best: the saved model is step %d's (validation loss %.4f), not step %d's",
                  saved, progress.best_val()["val_loss"], total)
+    if sharding.is_sharded(model):  # whole weights from the shards (every process), a standard model (main)
+        weights = sharding.model_state(model) if weights is None else weights
+        model = sharding.plain_copy(model, weights) if main else model
+    elif weights is not None:
+        model.load_state_dict(weights, strict=True)
     return model, progress.history, _summary(progress, total, start, precision, max(peak_rss, _rss_mb()), saved)
 
 
-def _check(model, p: Pretrain, n: int, world: int, train_pairs) -> bool:
+def _ready(model, p: Pretrain, precision: Precision, ckpt: Checkpoints) -> tuple[object, object, Found | None]:
+    """The training wrapper (``SparseMLM``, prepared by accelerate) and optimizer, with the newest matching
+    checkpoint, if any, restored into them. ``pretrain.fsdp`` over several processes shards the model first,
+    so the optimizer and the restored states hold shards, and accelerate prepares only the optimizer (FSDP
+    already splits the work; DDP must not wrap it)."""
+    acc = precision.accelerator
+    model.to(acc.device)
+    shard = p.fsdp and acc.num_processes > 1
+    if shard:
+        wrapper = SparseMLM(model, sparse=p.sparse_head)
+        sharding.shard(wrapper, model)
+        if acc.is_main_process:
+            log.info("FSDP2: the weights of %d tensors sharded over %d processes", sharding.count_sharded(model),
+                     acc.num_processes)
+    optimizer = make_optimizer(model, p, acc.device.type)
+    found = _agreed(ckpt.newest(), acc, ckpt.root)
+    if found:
+        for g in optimizer.param_groups:  # the checkpointed groups hold the key LambdaLR adds; loading matches keys
+            g.setdefault("initial_lr", p.lr)
+        ckpt.load(found.dir, model, optimizer)
+    if shard:
+        optimizer = acc.prepare(optimizer)
+    else:  # after the restore: bf16-pure copies the restored weights
+        wrapper, optimizer = acc.prepare(SparseMLM(precision.compute_model(model), sparse=p.sparse_head), optimizer)
+    if found and acc.scaler is not None:  # fp16: continue with the scale the interrupted run had reached
+        Checkpoints.load_scaler(found.dir, acc.scaler)
+    return wrapper, optimizer, found
+
+
+def _agreed(found: Found | None, acc, root) -> Found | None:
+    """``found``, once every process has found the same step to resume (each reads the checkpoint files)."""
+    if acc.num_processes > 1:
+        steps = acc.gather(torch.tensor([found.step if found else 0], device=acc.device)).tolist()
+        if len(set(steps)) > 1:
+            raise TrainingError(f"the processes found different checkpoints to resume in {root} (steps {steps}, "
+                                f"by process): every node must read the same checkpoint directory (put "
+                                f"paths.checkpoints or $MLMPIPE_CHECKPOINTS on storage all nodes share)")
+    return found
+
+
+def _check(model, p: Pretrain, n: int, acc, train_pairs) -> bool:
     """Refuse sizes and data the run cannot train on; returns whether it learns next-sentence prediction."""
+    world = acc.num_processes
     if p.batch_size % (world * p.grad_accum):
         raise TrainingError(f"pretrain.batch_size = {p.batch_size} must be divisible by processes ({world}) x "
                             f"pretrain.grad_accum ({p.grad_accum})")
     if n < p.batch_size:
         raise TrainingError(f"pretrain.batch_size = {p.batch_size} is larger than the training split "
                             f"({n} examples): lower it or use a larger corpus")
+    if acc.distributed_type == DistributedType.FSDP:
+        raise TrainingError("accelerate's own FSDP (--use_fsdp or an FSDP accelerate config) is not used: set "
+                            "pretrain.fsdp: true and launch without it (mlmpipe shards the model itself)")
     if has_nsp_head(model) and train_pairs is None:
         raise TrainingError("the model has a next-sentence head but the data has no sentence pairs: set "
                             "tokenize_group.mode: sentence_pairs (or model.next_sentence: false)")
@@ -230,37 +241,6 @@ def forward_backward(wrapper, precision: Precision, batch: Batch, p: Pretrain) -
     return mlm, nsp
 
 
-@dataclass
-class _Window:
-    """Loss sums since the last row of the training curve."""
-    loss: float = 0.0
-    masked: int = 0
-    nsp: float = 0.0
-    steps: int = 0
-
-    def add(self, loss: float, nsp: float, masked: int) -> None:
-        self.loss += loss
-        self.masked += masked
-        self.nsp += nsp
-        self.steps += 1
-
-    def mean_loss(self) -> float:
-        return self.loss / max(self.masked, 1)
-
-    def row(self, step: int, lr: float, nsp_batch: int | None) -> dict:
-        """Mean MLM loss per masked token; with ``nsp_batch`` (the global batch size) the NSP loss per example."""
-        row = {"step": step, "loss": round(self.mean_loss(), 5), "lr": lr}
-        if nsp_batch is not None:
-            row["nsp_loss"] = round(self.nsp / (self.steps * nsp_batch), 5)
-        return row
-
-
-def _log_row(window: _Window, row: dict, total: int, progress: Progress) -> None:
-    tps = progress.tokens_seen / max(progress.train_time, 1e-9)
-    log.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f%s", row["step"], total, window.mean_loss(), row["lr"], tps,
-             f" nsp_loss {row['nsp_loss']:.4f}" if "nsp_loss" in row else "")
-
-
 def _summary(progress: Progress, total: int, start: int, precision: Precision, peak_rss: float,
              saved: int) -> dict:
     acc, hist, best = precision.accelerator, progress.history, progress.best_val()
@@ -268,7 +248,7 @@ def _summary(progress: Progress, total: int, start: int, precision: Precision, p
     summary = {"steps": total, "resumed_from_step": start, "processes": world, "device": acc.device.type,
                "mixed_precision": precision.name, "train_tokens_seen": tokens * world,
                "train_time_s": round(seconds, 2),
-               "tokens_per_s": round(tokens * world / max(seconds, 1e-9), 1),
+               "tokens_per_s": round(progress.tokens_per_s(world), 1),
                "step_time_ms": round(1000 * seconds / max(total - start, 1), 2),
                "peak_rss_mb": round(peak_rss, 1),
                "final_train_loss": hist.train[-1]["loss"] if hist.train else None,
