@@ -3,12 +3,9 @@ tokens and time, the best weights of ``pretrain.keep_best``. A checkpoint saves 
 restores it, so the curves and totals cover the whole run, not only the part after a resume."""
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 
 from .checkpoints import Checkpoints, Found
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,8 +68,3 @@ class Window:
         if nsp_batch is not None:
             row["nsp_loss"] = round(self.nsp / (self.steps * nsp_batch), 5)
         return row
-
-
-def log_row(window: Window, row: dict, total: int, tokens_per_s: float) -> None:
-    log.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f%s", row["step"], total, window.mean_loss(), row["lr"],
-             tokens_per_s, f" nsp_loss {row['nsp_loss']:.4f}" if "nsp_loss" in row else "")

@@ -28,7 +28,7 @@ from .compute import Precision, SparseMLM, attention_kernel, make_optimizer
 from .masking import Masker
 from .model import has_nsp_head
 from .params import MlmpipeError, Pretrain
-from .progress import History, Progress, Window, log_row
+from .progress import History, Progress, Window
 from .validation import fixed_masks, validation_metrics
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
                 row = progress.window.row(done, sched.get_last_lr()[0], p.batch_size if nsp else None)
                 progress.history.train.append(row)
                 if main:
-                    log_row(progress.window, row, total, progress.tokens_per_s(acc.num_processes))
+                    _log_row(progress.window, row, total, progress.tokens_per_s(acc.num_processes))
                 if watcher is not None:
                     watcher.train_row(row, progress.tokens_per_s(acc.num_processes), progress.history)
                 progress.window, peak_rss = Window(), max(peak_rss, _rss_mb())
@@ -239,6 +239,11 @@ def forward_backward(wrapper, precision: Precision, batch: Batch, p: Pretrain) -
         sums = acc.reduce(torch.tensor([mlm, nsp], device=acc.device), "sum")
         mlm, nsp = float(sums[0]), float(sums[1])
     return mlm, nsp
+
+
+def _log_row(window: Window, row: dict, total: int, tokens_per_s: float) -> None:
+    log.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f%s", row["step"], total, window.mean_loss(), row["lr"],
+             tokens_per_s, f" nsp_loss {row['nsp_loss']:.4f}" if "nsp_loss" in row else "")
 
 
 def _summary(progress: Progress, total: int, start: int, precision: Precision, peak_rss: float,
