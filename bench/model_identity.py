@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-# Run from the project root after `dvc repro`: python bench/model_identity.py [OLD_REV]
+# Run from the project root after `dvc repro`: python bench/model_identity.py [OLD_REV [NEW_KEY ...]]
 """Is data/model byte-identical to the old lock's, except training_params.json's new keys? Rebuild DVC's .dir
-hash of data/model with training_params.json written without the keys added this session."""
+hash of data/model with training_params.json written without the keys added since OLD_REV (default: 8e937c9
+and the two keys added after it, keep_best and resume_other_code)."""
 import hashlib, json, subprocess, sys
 from pathlib import Path
 import yaml
-NEW_KEYS = ("keep_best", "resume_other_code")
+NEW_KEYS = sys.argv[2:] or ("keep_best", "resume_other_code")
 root = Path("data/model")
 entries = []
 for f in sorted(p for p in root.rglob("*") if p.is_file()):
