@@ -256,7 +256,7 @@ def part_speed(a, work: Path, peak_tflops: float) -> None:
     t0 = section("3. speed: our loop vs the Hugging Face Trainer recipe (bench/speed.py, bf16)")
     env = child_env([])
     if a.tiny:
-        shape, blocks, extra = "roberta-4x256", (32, 64), ["--batch", "8", "--steps", "3", "--warmup", "1",
+        shape, blocks, extra = "roberta-4x256", (32,), ["--batch", "8", "--steps", "3", "--warmup", "1",
                                                           "--vocab", "1000", "--peak-n", "256"]
     else:
         shape, blocks, extra = "roberta-base", (128, 512), ["--batch", str(a.batch), "--steps", str(a.steps),

@@ -53,7 +53,8 @@ TINY = {
     "model": {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64},
     "pretrain": {"warmup_steps": 2, "max_steps": 10, "batch_size": 8, "mlm_probability": 0.15, "log_every": 5,
                  "eval_every": 5, "checkpoint_every": 5,
-                 "random_offsets": False},  # fixed cuts of the blocks: the tiny tests reason about them
+                 "random_offsets": False,  # fixed cuts of the blocks: the tiny tests reason about them
+                 "num_threads": 1},  # tiny matmuls gain nothing from a second thread, and tests run in pairs
     "evaluate": {"passes": 1},
     "fill_mask_report": {"top_k": 3, "prompts": [
         {"text": "The baker sold <mask> warm coat.", "answers": ["a"]},
@@ -120,6 +121,9 @@ def venv_env(extra: Optional[Mapping[str, str]] = None, src: Optional[Path] = No
     env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 "DVC_NO_ANALYTICS": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false",
                 "PYTHONHASHSEED": "0", **GIT_ID})
+    # One compute thread per process (torch's pool outside pretrain, which follows pretrain.num_threads): the
+    # suite runs two tests side by side on two cores, and spinning thread pools only slow each other there.
+    env.setdefault("OMP_NUM_THREADS", "1")
     if extra:
         env.update(extra)
     return env
@@ -152,6 +156,18 @@ class PipelineRepo:
 
     def git(self, *args: str, **kw) -> tuple[int, str, str]:
         return self.run("git", *args, **kw)
+
+    def copy(self, dest: Path, params: Optional[Mapping[str, Any]] = None) -> "PipelineRepo":
+        """This repo, as it stands (git, DVC cache, outputs and lock), copied to ``dest``; with ``params`` written
+        as its params.yaml. Runs that differ only after a stage share what comes before it: build it once, copy
+        it, and each copy's `dvc repro` reruns only the stages the new params change."""
+        dvc_dir = str(self.path / ".dvc")
+        shutil.copytree(self.path, dest, symlinks=True,
+                        ignore=lambda d, names: ["tmp"] if d == dvc_dir else [])  # DVC's locks and queue stay
+        repo = PipelineRepo(dest)
+        if params is not None:
+            repo.write_params(params)
+        return repo
 
     # -- params ----------------------------------------------------------------------------
     @property

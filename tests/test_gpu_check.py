@@ -42,7 +42,7 @@ def test_gpu_check_tiny_on_cpu(tmp_path):
             + [f"pipeline.stage_{s}_s" for s in stages]
             + ["pipeline.eval_ppl", "pipeline.eval_top1", "pipeline.eval_top5", "pipeline.cloze_top1",
                "pipeline.cloze_topk", "pipeline.total_s"]
-            + [f"speed.roberta-4x256.b{b}.{k}" for b in (32, 64)
+            + [f"speed.roberta-4x256.b{b}.{k}" for b in (32,)
                for k in ("ours_tok_s", "hf_tok_s", "ratio", "ours_mfu_dense_pct", "ours_mfu_measured_pct",
                          "hf_mfu_dense_pct", "hf_mfu_measured_pct")]
             + ["resume.interrupted_at_step", "resume.max_rel_loss_diff", "resume.tolerance",

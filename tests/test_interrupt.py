@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline_repo import VENV_BIN, make_repo, tiny_params
+from pipeline_repo import VENV_BIN, make_repo, stages_run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -122,12 +122,22 @@ def signal_pretrain(repo, sig: int, at: int, need_checkpoint: bool):
     return rc, out, err, before, logged
 
 
-def test_sigkill_three_times_then_resume_matches_uninterrupted(tmp_path):
-    ref = make_repo(tmp_path / "ref", params())
-    rc, _, err = ref.repro()
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    """The stages before pretrain, run once: each test copies this repo, so its runs start at pretrain."""
+    repo = make_repo(tmp_path_factory.mktemp("interrupt") / "upstream", params())
+    rc, out, err = repo.repro("tokenize_group", "build_model")  # all that pretrain reads
     assert rc == 0, err[-2000:]
+    return repo
 
-    repo = make_repo(tmp_path / "killed", params())
+
+def test_sigkill_three_times_then_resume_matches_uninterrupted(tmp_path, upstream):
+    ref = upstream.copy(tmp_path / "ref")
+    rc, out, err = ref.repro()
+    assert rc == 0, err[-2000:]
+    assert stages_run(out) == ["pretrain", "evaluate", "fill_mask_report"], out  # the copied stages are current
+
+    repo = upstream.copy(tmp_path / "killed")
     for at in KILL_AT:  # three kills at different steps; each run resumes from the last checkpoint
         rc, out, err, before, logged = signal_pretrain(repo, signal.SIGKILL, at, need_checkpoint=True)
         assert rc == DVC_FAILED, err[-2000:]
@@ -149,9 +159,9 @@ def test_sigkill_three_times_then_resume_matches_uninterrupted(tmp_path):
     assert rc == 0 and "Data and pipelines are up to date." in out, out + err
 
 
-def test_sigterm_writes_checkpoint_and_says_how_to_resume(tmp_path):
+def test_sigterm_writes_checkpoint_and_says_how_to_resume(tmp_path, upstream):
     # No periodic checkpoint in this run (checkpoint_every > max_steps): any checkpoint is the signal's.
-    repo = make_repo(tmp_path / "term", params(checkpoint_every=1000))
+    repo = upstream.copy(tmp_path / "term", params(checkpoint_every=1000))
     rc, out, err, before, logged = signal_pretrain(repo, signal.SIGTERM, 4, need_checkpoint=False)
     assert before == set()
     assert rc == DVC_FAILED, err[-2000:]
@@ -201,11 +211,17 @@ def _queue_state(repo, name: str, want: str, timeout: float = 600) -> None:
     raise AssertionError(f"{name} not {want} in {timeout} s:\n{status}")
 
 
-def test_a_killed_queued_experiment_resumes_when_queued_again(tmp_path):
+def test_a_killed_queued_experiment_resumes_when_queued_again(tmp_path, upstream):
     """$MLMPIPE_CHECKPOINTS puts the checkpoints outside the workspace, keyed by fingerprint: a queued experiment
     (a temporary workspace that goes with the run) SIGKILLed mid-pretrain resumes from its checkpoint when it is
-    queued again, and the finished run removes its own checkpoints only."""
-    repo = make_repo(tmp_path / "queued", params(max_steps=150, checkpoint_every=10, log_every=50, eval_every=150))
+    queued again, and the finished run removes its own checkpoints only. The stages before pretrain are
+    committed (dvc.lock) with their outputs in the cache, as in a project whose data pipeline has run once."""
+    repo = upstream.copy(tmp_path / "queued", params(max_steps=150, checkpoint_every=10, log_every=50,
+                                                      eval_every=150))
+    rc, out, err = repo.git("add", "-A")
+    assert rc == 0, err
+    rc, out, err = repo.git("commit", "-q", "-m", "data stages run; queued runs start at pretrain")
+    assert rc == 0, err
     cache = tmp_path / "checkpoint-cache"
     other = cache / ("0" * 16) / "step-0000010"  # another run's, which this one must neither take nor remove
     other.mkdir(parents=True)
