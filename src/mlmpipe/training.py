@@ -109,11 +109,7 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
                     watcher.train_row(row, progress.tokens_per_s(acc.num_processes), progress.history)
                 progress.window, peak_rss = Window(), max(peak_rss, _rss_mb())
             if done % p.eval_every == 0 or done == total:  # a row of the validation curve
-                with acc.autocast(), sharding.gathered(wrapper):  # all eval_blocks examples in one batch
-                    v = validation_metrics(compute, val_masks, p.eval_blocks, pad_id)
-                progress.history.val.append({"step": done, "val_loss": round(v["loss"], 5),
-                                             "val_top1": round(v["top1_accuracy"], 5),
-                                             **({"val_nsp_accuracy": round(v["nsp_accuracy"], 5)} if nsp else {})})
+                progress.history.val.append(_val_row(done, wrapper, compute, val_masks, p, pad_id, acc, nsp))
                 if p.keep_best and progress.best_val()["step"] == done:  # a new lowest validation loss
                     progress.best = sharding.model_state(model)
                 if watcher is not None:
@@ -134,18 +130,34 @@ def train(model, train_data, val_data, masker: Masker, p: Pretrain, seed: int, p
     acc.wait_for_everyone()
     if watcher is not None:
         watcher.end(progress.history)  # the whole curves, and DVCLive's summary without timings
-    saved = total
-    weights = progress.best if p.keep_best and progress.best is not None else None
-    if weights is not None:
-        saved = progress.best_val()["step"]
+    model, saved = _final_model(model, progress, p, total, main)
+    return model, progress.history, _summary(progress, total, start, precision, max(peak_rss, _rss_mb()), saved)
+
+
+def _val_row(done: int, wrapper, compute, val_masks, p: Pretrain, pad_id: int, acc, nsp: bool) -> dict:
+    """The validation curve's row at step ``done``: the held-out pass over the fixed masks, all ``eval_blocks``
+    examples in one batch (a sharded model's root weights gathered for it)."""
+    with acc.autocast(), sharding.gathered(wrapper):
+        v = validation_metrics(compute, val_masks, p.eval_blocks, pad_id)
+    return {"step": done, "val_loss": round(v["loss"], 5), "val_top1": round(v["top1_accuracy"], 5),
+            **({"val_nsp_accuracy": round(v["nsp_accuracy"], 5)} if nsp else {})}
+
+
+def _final_model(model, progress: Progress, p: Pretrain, total: int, main: bool) -> tuple[object, int]:
+    """The model to save and the step whose weights it holds: the last step's, or with ``keep_best`` the
+    lowest validation loss's; after a sharded run, a standard model of the whole weights (gathered on every
+    process, built on the main one)."""
+    saved, weights = total, None
+    if p.keep_best and progress.best is not None:
+        saved, weights = progress.best_val()["step"], progress.best
         log.info("keep_best: the saved model is step %d's (validation loss %.4f), not step %d's",
                  saved, progress.best_val()["val_loss"], total)
-    if sharding.is_sharded(model):  # whole weights from the shards (every process), a standard model (main)
+    if sharding.is_sharded(model):
         weights = sharding.model_state(model) if weights is None else weights
         model = sharding.plain_copy(model, weights) if main else model
     elif weights is not None:
         model.load_state_dict(weights, strict=True)
-    return model, progress.history, _summary(progress, total, start, precision, max(peak_rss, _rss_mb()), saved)
+    return model, saved
 
 
 def _ready(model, p: Pretrain, precision: Precision, ckpt: Checkpoints) -> tuple[object, object, Found | None]:
