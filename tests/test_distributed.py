@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from pipeline_repo import make_repo, readme_command, run_readme, stages_run, tiny_params
+from pipeline_repo import VENV_BIN, make_repo, readme_command, run_readme, stages_run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def test_two_processes_match_one(tmp_path, upstream):
     """DDP (torchrun, 2 processes), two "nodes" on loopback, then FSDP (pretrain.fsdp, 2 processes) train the
     curve of one process; the sharded run saves a standard model, the one-process run's weights within float
     noise."""
-    if shutil.which("torchrun", path=str(make_repo.__globals__["VENV_BIN"])) is None:
+    if shutil.which("torchrun", path=str(VENV_BIN)) is None:
         pytest.fail("torchrun is missing from the venv")
     params = tiny_params(pretrain={"max_steps": 8, "batch_size": 8, "log_every": 1, "eval_every": 4,
                                    "checkpoint_every": 100, "mixed_precision": "no"})
@@ -86,7 +86,7 @@ def two_nodes(repo) -> list:
     for name in ("data/model", "metrics/curve_train.csv"):  # what the two nodes must write again
         path = repo.path / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    torchrun = str(make_repo.__globals__["VENV_BIN"] / "torchrun")
+    torchrun = str(VENV_BIN / "torchrun")
     cmd = [torchrun, "--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d",
            "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "mlmpipe-test", "stages/pretrain.py"]
     nodes = [subprocess.Popen(cmd, cwd=repo.path, env=repo.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -131,7 +131,7 @@ def test_two_processes_killed_and_resumed_end_as_uninterrupted(tmp_path, upstrea
     out = ok(ref.repro("pretrain"), "dvc repro pretrain (uninterrupted)")  # (evaluate and fill-mask add nothing)
     assert stages_run(out) == ["pretrain"], out  # the copied stages before it are up to date
     repo = upstream.copy(tmp_path / "killed", params)
-    run = subprocess.Popen([str(make_repo.__globals__["VENV_BIN"] / "dvc"), "repro", "pretrain"], cwd=repo.path,
+    run = subprocess.Popen([str(VENV_BIN / "dvc"), "repro", "pretrain"], cwd=repo.path,
                            env=repo.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     try:
