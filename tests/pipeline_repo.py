@@ -261,6 +261,16 @@ def make_repo(dest: Path, params: Optional[Mapping[str, Any]] = None, *, corpus:
     return repo
 
 
+PRETRAIN_INPUTS = ("tokenize_group", "build_model")  # the stages whose outputs pretrain reads (and theirs before)
+
+
+def make_pretrain_ready(dest: Path, params: Optional[Mapping[str, Any]] = None) -> PipelineRepo:
+    """``make_repo`` with the stages before pretrain run: a repo to ``copy`` for runs that differ from pretrain on."""
+    repo = make_repo(dest, params)
+    _check(repo.repro(*PRETRAIN_INPUTS), f"dvc repro {' '.join(PRETRAIN_INPUTS)}")
+    return repo
+
+
 def _check(result: tuple[int, str, str], what: str) -> None:
     rc, out, err = result
     if rc != 0:

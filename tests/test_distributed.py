@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from pipeline_repo import VENV_BIN, make_repo, readme_command, run_readme, stages_run, tiny_params
+from pipeline_repo import VENV_BIN, make_pretrain_ready, readme_command, run_readme, stages_run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +25,7 @@ def curve(repo):
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
     """The stages before pretrain, run once: each run below copies this repo and reruns pretrain only."""
-    repo = make_repo(tmp_path_factory.mktemp("distributed") / "upstream", tiny_params())
-    ok(repo.repro("tokenize_group", "build_model"), "dvc repro tokenize_group build_model")
-    return repo
+    return make_pretrain_ready(tmp_path_factory.mktemp("distributed") / "upstream", tiny_params())
 
 
 def test_two_processes_match_one(tmp_path, upstream):

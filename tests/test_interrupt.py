@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline_repo import VENV_BIN, make_repo, stages_run, tiny_params
+from pipeline_repo import VENV_BIN, make_pretrain_ready, stages_run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -125,10 +125,7 @@ def signal_pretrain(repo, sig: int, at: int, need_checkpoint: bool):
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
     """The stages before pretrain, run once: each test copies this repo, so its runs start at pretrain."""
-    repo = make_repo(tmp_path_factory.mktemp("interrupt") / "upstream", params())
-    rc, out, err = repo.repro("tokenize_group", "build_model")  # all that pretrain reads
-    assert rc == 0, err[-2000:]
-    return repo
+    return make_pretrain_ready(tmp_path_factory.mktemp("interrupt") / "upstream", params())
 
 
 def test_sigkill_three_times_then_resume_matches_uninterrupted(tmp_path, upstream):
